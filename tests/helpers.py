@@ -1,0 +1,34 @@
+"""Tiny training configurations: every training test runs in seconds on 2 CPU cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.config import TrainConfig, load_config
+
+TINY_IMAGE = {"kind": "builtin", "image_size": 32, "width": 8}
+
+
+def tiny_config(tmp_path: Path, weights: Path, *overrides: str) -> TrainConfig:
+    base = [
+        f"out_dir={tmp_path / 'run'}",
+        f"cache_dir={tmp_path / 'cache'}",
+        "steps=4",
+        "batch_size=16",
+        "checkpoint_every=0",
+        "log_every=1",
+        "optim.warmup_steps=2",
+        "model.image.kind=builtin",
+        "model.image.image_size=32",
+        "model.image.width=8",
+        f"model.image.weights={weights}",
+        "model.text.width=32",
+        "model.text.layers=1",
+        "model.text.heads=2",
+        "model.text.vocab_size=200",
+        "model.text.context_length=12",
+        "data.synthetic.image_size=32",
+        "data.synthetic.train_size=64",
+        "data.synthetic.eval_size=64",
+    ]
+    return load_config(TrainConfig, None, [*base, *overrides])

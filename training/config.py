@@ -1,0 +1,190 @@
+"""Typed configuration for every training command, loaded from YAML with ``key=value`` overrides.
+
+Unknown keys and bad values fail fast with the offending dotted key named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+LitMode = Literal["Lu", "LU", "Uu", "UU", "uu"]
+C = TypeVar("C", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageTowerConfig(Strict):
+    """``builtin``: the small demo CNN. ``timm``: any timm model name. ``hf``: a transformers vision model."""
+
+    kind: Literal["builtin", "timm", "hf"] = "builtin"
+    name: str = "demo-cnn"
+    weights: Path | None = Field(
+        default=None,
+        description="local weights (safetensors/pt); for timm, else the hub on the user's machine",
+    )
+    pretrained: bool = Field(
+        default=True, description="load pretrained weights (timm/hf); False = random init"
+    )
+    image_size: int = 64
+    width: int = 64
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra constructor arguments (timm)")
+
+
+class TextTowerConfig(Strict):
+    """``scratch``: a small transformer with its own tokenizer. ``hf``: a BERT-style transformers encoder."""
+
+    kind: Literal["scratch", "hf"] = "scratch"
+    name: str = "scratch"
+    context_length: int = 16
+    width: int = 128
+    layers: int = 2
+    heads: int = 4
+    vocab_size: int = 1000
+    dropout: float = 0.0
+    pooling: Literal["mean", "cls"] = "mean"
+
+
+class ModelConfig(Strict):
+    mode: LitMode = "Lu"
+    embed_dim: int = 128
+    image_head: bool = False
+    image: ImageTowerConfig = Field(default_factory=ImageTowerConfig)
+    text: TextTowerConfig = Field(default_factory=TextTowerConfig)
+
+
+class LossConfig(Strict):
+    kind: Literal["softmax", "sigmoid"] = "softmax"
+
+
+class SyntheticDataConfig(Strict):
+    image_size: int = 64
+    seed: int = 0
+    train_size: int = 20000
+    eval_size: int = 2048
+
+
+class DataConfig(Strict):
+    """One source of image-text pairs: ``synthetic``, a CSV/JSONL ``manifest``, or ``webdataset`` shards."""
+
+    kind: Literal["synthetic", "manifest", "webdataset"] = "synthetic"
+    path: str | None = Field(
+        default=None, description="manifest file, or shard pattern like data-{000..009}.tar"
+    )
+    image_root: Path | None = None
+    image_key: str = "image"
+    caption_key: str = "caption"
+    augment: bool = False
+    on_error: Literal["raise", "skip"] = "raise"
+    workers: int = 0
+    synthetic: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
+
+
+class OptimConfig(Strict):
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.98)
+
+
+class TrainConfig(Strict):
+    out_dir: Path = Path("runs/lit")
+    seed: int = 0
+    steps: int = 1000
+    batch_size: int = Field(default=256, description="global batch size per optimiser step")
+    accumulation: int = 1
+    precision: Literal["fp32", "bf16"] = "fp32"
+    eval_every: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 20
+    feature_cache: bool = True
+    cache_dir: Path = Path(".cache/lit-features")
+    templates: str = "demo"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+
+class PretrainConfig(Strict):
+    """Supervised pretraining of the built-in tower on synthetic factor labels (stands in for ImageNet)."""
+
+    out: Path = Path("runs/demo/tower.safetensors")
+    seed: int = 0
+    steps: int = 600
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    train_size: int = 12000
+    image: ImageTowerConfig = Field(default_factory=ImageTowerConfig)
+    data: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key and how to fix it."""
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict; values are parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value (example: optim.lr=3e-4)")
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part!r}")
+        node[leaf] = yaml.safe_load(raw) if raw else ""
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(cls: type[C], path: Path | None, overrides: Sequence[str] = ()) -> C:
+    """Load ``cls`` from a YAML file (optional) plus overrides, naming the offending key on error."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(raw).__name__}")
+    raw = _merge(raw, parse_overrides(list(overrides)))
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<root>"
+            hint = " (unknown key: check its spelling)" if err["type"] == "extra_forbidden" else ""
+            problems.append(f"{key}: {err['msg']}{hint}")
+        source = f" in {path}" if path else ""
+        raise ConfigError(f"invalid config{source}:\n  " + "\n  ".join(problems)) from None

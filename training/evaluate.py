@@ -1,0 +1,326 @@
+"""Zero-shot evaluation: prompt-ensembled classifiers, top-k accuracy, retrieval recall and a report.
+
+Everything here works on embedding tensors; models enter only as an ``encode_text`` callable. Ranks are
+computed pessimistically: a wrong candidate scoring *equal* to the right one counts as ranked ahead of it,
+so a collapsed model (all scores equal) scores 0, not chance or 1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from training.templates import expand
+
+Metric = float | int | str
+
+
+@torch.no_grad()
+def build_classifier(
+    encode_text: Callable[[list[str]], torch.Tensor],
+    class_names: Sequence[str],
+    templates: Sequence[str],
+    batch_size: int = 256,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Prompt ensembling (CLIP/LiT): per class, mean of the L2-normalised template embeddings, renormalised.
+
+    Texts of all classes are embedded together in batches of ``batch_size``. Returns a (C, D) float32
+    tensor on the device ``encode_text`` returns.
+    """
+    if not class_names or not templates:
+        raise ValueError("build_classifier needs at least one class name and one template")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    texts = [text for name in class_names for text in expand(templates, name)]
+    owner = torch.arange(len(class_names)).repeat_interleave(len(templates))
+    sums: torch.Tensor | None = None
+    with tqdm(total=len(texts), desc="zero-shot classifier", unit="text", disable=not progress) as bar:
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            emb = torch.as_tensor(encode_text(chunk)).float()
+            if emb.ndim != 2 or emb.shape[0] != len(chunk):
+                raise ValueError(f"encode_text returned shape {tuple(emb.shape)} for {len(chunk)} texts")
+            if sums is None:
+                sums = emb.new_zeros(len(class_names), emb.shape[1])
+            idx = owner[start : start + len(chunk)].to(emb.device)
+            sums.index_add_(0, idx, F.normalize(emb, dim=-1))
+            bar.update(len(chunk))
+    assert sums is not None
+    return F.normalize(sums / len(templates), dim=-1)
+
+
+@torch.no_grad()
+def zero_shot_scores(image_emb: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    """Cosine-similarity logits (N, C) between image embeddings (N, D) and class embeddings (C, D)."""
+    image = F.normalize(image_emb.float(), dim=-1)
+    classes = F.normalize(classifier.float().to(image.device), dim=-1)
+    return image @ classes.T
+
+
+def _true_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each row's target column; ties and NaNs count against the target."""
+    scores = torch.nan_to_num(scores.float(), nan=-math.inf)
+    true = scores.gather(1, targets.view(-1, 1))
+    return (scores >= true).sum(dim=1) - 1
+
+
+@torch.no_grad()
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """Fraction of rows whose label is among the k best scores, as ``{"top1": .., "top5": ..}``.
+
+    A k larger than the number of classes is clamped (it then scores 1.0).
+    """
+    if scores.ndim != 2 or scores.shape[0] == 0:
+        raise ValueError(f"scores must be (N, C) with N > 0, got {tuple(scores.shape)}")
+    labels = torch.as_tensor(labels, device=scores.device).long().view(-1)
+    num_classes = scores.shape[1]
+    if labels.numel() != scores.shape[0]:
+        raise ValueError(f"{labels.numel()} labels for {scores.shape[0]} score rows")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes})")
+    ranks = _true_ranks(scores, labels)
+    return {f"top{k}": (ranks < min(k, num_classes)).float().mean().item() for k in ks}
+
+
+def _retrieval_ranks(queries: torch.Tensor, keys: torch.Tensor, chunk: int) -> torch.Tensor:
+    ranks = []
+    for start in range(0, queries.shape[0], chunk):
+        sims = queries[start : start + chunk] @ keys.T
+        targets = torch.arange(start, start + sims.shape[0], device=sims.device)
+        ranks.append(_true_ranks(sims, targets))
+    return torch.cat(ranks)
+
+
+@torch.no_grad()
+def retrieval_recall(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, ks: Sequence[int] = (1, 5, 10), chunk: int = 4096
+) -> dict[str, float]:
+    """Recall@k for image->text and text->image retrieval, pairs aligned by index (image i <-> text i).
+
+    Keys are ``i2t_r{k}`` and ``t2i_r{k}``; k is clamped to N. Similarities are computed ``chunk`` rows
+    at a time, so N x N never has to fit in memory at once.
+    """
+    if image_emb.ndim != 2 or image_emb.shape != text_emb.shape or image_emb.shape[0] == 0:
+        shapes = f"{tuple(image_emb.shape)} and {tuple(text_emb.shape)}"
+        raise ValueError(f"need equal, non-empty (N, D) embeddings, got {shapes}")
+    image = F.normalize(image_emb.float(), dim=-1)
+    text = F.normalize(text_emb.float().to(image.device), dim=-1)
+    n = image.shape[0]
+    out: dict[str, float] = {}
+    for prefix, ranks in (
+        ("i2t", _retrieval_ranks(image, text, chunk)),
+        ("t2i", _retrieval_ranks(text, image, chunk)),
+    ):
+        for k in ks:
+            out[f"{prefix}_r{k}"] = (ranks < min(k, n)).float().mean().item()
+    return out
+
+
+def confusion_matrix(labels: Any, predictions: Any, num_classes: int) -> np.ndarray:
+    """(C, C) int64 counts; rows are true classes, columns predicted classes."""
+    true = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64).ravel()
+    pred = np.asarray(torch.as_tensor(predictions).cpu(), dtype=np.int64).ravel()
+    if true.shape != pred.shape:
+        raise ValueError(f"{true.size} labels but {pred.size} predictions")
+    for name, values in (("labels", true), ("predictions", pred)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{name} must lie in [0, {num_classes})")
+    counts = np.bincount(true * num_classes + pred, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
+    """Write through ``write(file)`` into a temporary file next to ``path``, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON values: numpy/torch scalars unwrapped, non-finite floats become null."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor | np.ndarray | np.generic):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _dumps_report(report: dict[str, Any]) -> str:
+    """Indented JSON with short lines: one line per history entry or confusion row, flat lists inline."""
+    items = []
+    for key, value in _jsonable(report).items():
+        if isinstance(value, list) and value and all(isinstance(v, dict | list) for v in value):
+            rows = ",\n".join("    " + json.dumps(v, allow_nan=False) for v in value)
+            body = "[\n" + rows + "\n  ]"
+        elif isinstance(value, list):
+            body = json.dumps(value, allow_nan=False)
+        else:
+            body = json.dumps(value, indent=2, allow_nan=False).replace("\n", "\n  ")
+        items.append(f"  {json.dumps(key)}: {body}")
+    return "{\n" + ",\n".join(items) + "\n}\n"
+
+
+def _format_metric(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value).replace("|", "\\|")
+    return f"{value:.4f}"
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool)
+
+
+def _plot_history(path: Path, title: str, history: Sequence[dict]) -> bool:
+    """Loss vs step, plus one shared-x panel per other numeric key (lr, temperature, ...)."""
+    from matplotlib.figure import Figure
+
+    keys: list[str] = []
+    for entry in history:
+        keys += [k for k, v in entry.items() if k != "step" and k not in keys and _numeric(v)]
+    if not keys:
+        return False
+    keys.sort(key=lambda k: k != "loss")  # loss first, the rest in first-seen order
+    keys = keys[:6]
+    fig = Figure(figsize=(8, 3 + 1.8 * (len(keys) - 1)), layout="constrained")
+    axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, key in zip(axes, keys, strict=True):
+        points = [(e.get("step", i), e[key]) for i, e in enumerate(history) if _numeric(e.get(key))]
+        steps, values = zip(*points, strict=True)
+        ax.plot(steps, values, lw=1.2, marker="." if len(points) < 50 else None)
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[0].set_title(title)
+    axes[-1].set_xlabel("step")
+    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
+    return True
+
+
+def _plot_confusion(
+    path: Path, title: str, confusion: np.ndarray, names: Sequence[str], highlight: Sequence[int]
+) -> None:
+    """Row-normalised confusion matrix; highlighted classes get red, bold tick labels."""
+    from matplotlib.figure import Figure
+
+    n = confusion.shape[0]
+    rows = confusion.sum(axis=1, keepdims=True)
+    frac = np.divide(confusion, rows, out=np.zeros(confusion.shape, dtype=float), where=rows > 0)
+    side = float(np.clip(0.15 * n + 3, 6, 20))
+    fig = Figure(figsize=(side, side), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.6, label="fraction of true class")
+    step = max(1, math.ceil(n / 100))
+    ticks = np.arange(0, n, step)
+    fontsize = float(np.clip(400 / len(ticks), 4, 10))
+    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=fontsize)
+    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=fontsize)
+    marked = set(highlight)
+    for axis_labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+        for i, label in zip(ticks, axis_labels, strict=True):
+            if int(i) in marked:
+                label.set_color("tab:red")
+                label.set_fontweight("bold")
+    if n <= 16:
+        for (r, c), count in np.ndenumerate(confusion):
+            if count:
+                colour = "white" if frac[r, c] > 0.5 else "black"
+                ax.text(c, r, str(count), ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}: confusion matrix" + ("  (red: highlighted classes)" if marked else ""))
+    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100), binary=True)
+
+
+def write_report(
+    out_dir: Path,
+    title: str,
+    metrics: dict[str, Metric],
+    class_names: Sequence[str] | None = None,
+    confusion: np.ndarray | None = None,
+    history: Sequence[dict] | None = None,
+    highlight_classes: Sequence[int] | None = None,
+) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and, when data is given, ``loss.png`` and ``confusion.png``.
+
+    Every file is written atomically. Returns the written paths under the keys ``json``, ``markdown``,
+    ``loss`` and ``confusion`` (the last two only when drawn).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    highlight = [int(i) for i in highlight_classes or ()]
+    written: dict[str, Path] = {}
+
+    if history and _plot_history(out_dir / "loss.png", title, history):
+        written["loss"] = out_dir / "loss.png"
+
+    report: dict[str, Any] = {"title": title, "metrics": metrics, "history": list(history or [])}
+    if confusion is not None:
+        confusion = np.asarray(confusion)
+        n = confusion.shape[0]
+        if confusion.shape != (n, n):
+            raise ValueError(f"confusion must be square, got {confusion.shape}")
+        names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
+        if len(names) != n:
+            raise ValueError(f"{len(names)} class names for a {n}x{n} confusion matrix")
+        if any(not 0 <= i < n for i in highlight):
+            raise ValueError(f"highlight_classes must lie in [0, {n})")
+        _plot_confusion(out_dir / "confusion.png", title, confusion, names, highlight)
+        written["confusion"] = out_dir / "confusion.png"
+        rows = confusion.sum(axis=1)
+        report["per_class_accuracy"] = {
+            name: (float(confusion[i, i] / rows[i]) if rows[i] else None) for i, name in enumerate(names)
+        }
+        report["confusion"] = confusion
+    if class_names is not None:
+        report["class_names"] = list(class_names)
+    if highlight:
+        report["highlight_classes"] = highlight
+
+    written["markdown"] = out_dir / "report.md"
+    written["json"] = out_dir / "report.json"
+    report["files"] = {key: path.name for key, path in written.items()}
+
+    lines = [f"# {title}", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {_format_metric(k)} | {_format_metric(v)} |" for k, v in metrics.items()]
+    if highlight:
+        named = [
+            str(class_names[i]) if class_names is not None and i < len(class_names) else str(i)
+            for i in highlight
+        ]
+        lines += ["", "Highlighted classes: " + ", ".join(named)]
+    for key, caption in (("loss", "Training curves"), ("confusion", "Confusion matrix")):
+        if key in written:
+            lines += ["", f"## {caption}", "", f"![{caption}]({written[key].name})"]
+    markdown = "\n".join(lines) + "\n"
+    _atomic_write(written["markdown"], lambda f: f.write(markdown))
+
+    text = _dumps_report(report)
+    _atomic_write(written["json"], lambda f: f.write(text))
+    return written

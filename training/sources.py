@@ -1,0 +1,55 @@
+"""Turn a data config into a dataset of ``(pixels, caption)`` items and its fingerprint."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, IterableDataset
+
+from training.config import DataConfig
+from training.data.pairs import ManifestPairs, webdataset_fingerprint, webdataset_pairs
+from training.data.synthetic import SyntheticPairs, SyntheticWorld
+
+Transform = Callable[[Image.Image], torch.Tensor]
+
+
+def world_for(cfg: DataConfig) -> SyntheticWorld:
+    return SyntheticWorld(image_size=cfg.synthetic.image_size, seed=cfg.synthetic.seed)
+
+
+def pair_dataset(cfg: DataConfig, transform: Transform, seed: int = 0) -> Dataset | IterableDataset:
+    """The text-tuning pairs that ``cfg`` describes (the synthetic ``lit`` split for synthetic data)."""
+    if cfg.kind == "synthetic":
+        return SyntheticPairs(world_for(cfg), "lit", cfg.synthetic.train_size, transform)
+    if cfg.path is None:
+        raise ValueError(f"data.path is required for data.kind={cfg.kind} (a manifest file or shard pattern)")
+    if cfg.kind == "manifest":
+        return ManifestPairs(
+            Path(cfg.path),
+            transform,
+            image_root=cfg.image_root,
+            image_key=cfg.image_key,
+            caption_key=cfg.caption_key,
+            on_error=cfg.on_error,
+        )
+    return webdataset_pairs(cfg.path, transform, on_error=cfg.on_error, shuffle_buffer=1000, seed=seed)
+
+
+def fingerprint(cfg: DataConfig, dataset: Dataset | IterableDataset) -> str:
+    if cfg.kind == "webdataset":
+        assert cfg.path is not None
+        return webdataset_fingerprint(cfg.path)
+    return dataset.fingerprint()  # type: ignore[union-attr]
+
+
+def caption_corpus(dataset: Dataset | IterableDataset, limit: int = 20000) -> list[str]:
+    """Captions to train a from-scratch tokenizer on (without decoding images where possible)."""
+    captions = getattr(dataset, "captions", None)
+    if captions is not None:
+        return list(captions)[:limit]
+    items = (dataset[i] for i in range(len(dataset))) if not isinstance(dataset, IterableDataset) else dataset
+    return [item[1] for item in itertools.islice(items, limit) if item is not None]
