@@ -4,11 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from training.data.pairs import pixel_transform
 
 from lit_bundle import PreprocessSpec
 from tests.helpers import tiny_config
 from training.config import ImageTowerConfig
+from training.data.pairs import pixel_transform
 from training.data.synthetic import SyntheticPairs, SyntheticWorld
 from training.feature_cache import FeatureCache, cache_key
 from training.towers import build_image_tower
