@@ -6,6 +6,7 @@ two cannot drift apart.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -49,12 +50,15 @@ def resize_and_crop(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
         return image
     if spec.resize == "squash":
         return image.resize((size, size), resample)
+    # Rounding follows torchvision (and so timm/open_clip): truncate the long side, round the offset.
     width, height = image.size
-    short = round(size / spec.crop_fraction)
-    scale = short / min(width, height)
-    new_w, new_h = max(short, round(width * scale)), max(short, round(height * scale))
+    short = math.floor(size / spec.crop_fraction)
+    if width <= height:
+        new_w, new_h = short, int(short * height / width)
+    else:
+        new_w, new_h = int(short * width / height), short
     image = image.resize((new_w, new_h), resample)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
+    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
     return image.crop((left, top, left + size, top + size))
 
 

@@ -160,3 +160,110 @@ def ablation_cmd(
         )
     console.print(table)
     console.print(f"written: {Path(out) / 'ablation.md'}")
+
+
+Repository = Annotated[Path, typer.Option("--repository", "-r", help="Triton model repository folder")]
+Fp16 = Annotated[bool, typer.Option(help="also convert to float16 (for GPUs; looser check tolerance)")]
+Activate = Annotated[
+    bool | None, typer.Option(help="serve the new version at once (default: only if none is active)")
+]
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="a step-XXXXXXX folder or a run folder")],
+    name: Annotated[str, typer.Option(help="bundle name (Triton models <name>_image, <name>_text)")] = "lit",
+    repository: Repository = Path("model_repository"),
+    fp16: Fp16 = False,
+    activate: Activate = None,
+) -> None:
+    """Export a checkpoint to ONNX, verify it against torch, and publish it as the next version."""
+    from training.checkpoint import latest_checkpoint
+    from training.export import ExportError, export_bundle
+    from training.export_checkpoint import request_from_checkpoint
+
+    folder = latest_checkpoint(checkpoint) or checkpoint
+    try:
+        manifest = export_bundle(
+            request_from_checkpoint(folder, name), repository, fp16=fp16, activate=activate
+        )
+    except (ExportError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"exported {manifest.name} v{manifest.version} to {repository}")
+    console.print(_metrics_table("manifest metrics", manifest.metrics))
+
+
+@app.command("import-hf")
+def import_hf_cmd(
+    source: Annotated[
+        str, typer.Argument(help="a Hugging Face CLIP or SigLIP model: hub name or local folder")
+    ],
+    name: Annotated[str, typer.Option(help="bundle name")],
+    repository: Repository = Path("model_repository"),
+    fp16: Fp16 = False,
+) -> None:
+    """Import a Hugging Face CLIPModel or SiglipModel as a bundle (scores match transformers)."""
+    from training.export import ExportError
+    from training.importers import import_hf
+
+    try:
+        manifest = import_hf(source, repository, name, fp16=fp16)
+    except (ExportError, OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"imported {source} as {manifest.name} v{manifest.version} into {repository}")
+
+
+@app.command("promote")
+def promote_cmd(
+    name: Annotated[str, typer.Argument(help="bundle name")],
+    version: Annotated[int, typer.Argument(help="version to serve")],
+    repository: Repository = Path("model_repository"),
+) -> None:
+    """Make a verified version the active one for Triton and the gateway."""
+    from lit_bundle.manifest import BundleError
+    from lit_bundle.repository import promote
+
+    try:
+        promote(repository, name, version)
+    except BundleError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"{name} v{version} is now active in {repository}")
+
+
+@app.command("prune")
+def prune_cmd(
+    name: Annotated[str, typer.Argument(help="bundle name")],
+    keep: Annotated[int, typer.Option(help="newest versions to keep (the active one is always kept)")] = 2,
+    repository: Repository = Path("model_repository"),
+) -> None:
+    """Delete old versions of a bundle, keeping the newest ones and the active one."""
+    from lit_bundle.repository import prune
+
+    removed = prune(repository, name, keep)
+    console.print(f"removed versions {removed or 'none'} of {name}")
+
+
+@app.command("verify")
+def verify_cmd(
+    repository: Annotated[Path, typer.Argument(help="Triton model repository folder")] = Path(
+        "model_repository"
+    ),
+    name: Annotated[str | None, typer.Option(help="bundle name (default: the only one)")] = None,
+    version: Annotated[int | None, typer.Option(help="version (default: the active one)")] = None,
+) -> None:
+    """Check a bundle: manifest schema, every file's sha256, ONNX tensors and Triton configs."""
+    from lit_bundle.triton import check_config
+
+    from lit_bundle.manifest import BundleError
+    from lit_bundle.repository import CONFIG_FILE, load_bundle
+    from lit_bundle.signature import check_signature
+
+    try:
+        bundle = load_bundle(repository, name, version)
+        for encoder in (bundle.manifest.image_encoder, bundle.manifest.text_encoder):
+            check_signature(bundle.path(encoder.file), encoder)
+            check_config((repository / encoder.triton_name / CONFIG_FILE).read_text(), encoder)
+    except (BundleError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    m = bundle.manifest
+    console.print(f"[green]ok[/]: {m.name} v{m.version} ({m.loss}, dim {m.embed_dim}, {m.preprocess.size}px)")

@@ -1,0 +1,163 @@
+"""The model-bundle manifest: what training writes and the gateway and Triton read.
+
+A bundle version lives inside a Triton model repository, so one directory serves both backends:
+
+    <repository>/<name>_image/config.pbtxt
+    <repository>/<name>_image/<version>/model.onnx
+    <repository>/<name>_image/<version>/manifest.json     <- this manifest
+    <repository>/<name>_text/config.pbtxt
+    <repository>/<name>_text/<version>/model.onnx
+    <repository>/<name>_text/<version>/tokenizer.json
+
+Triton loads ``model.onnx`` and ignores the other files. File paths in the manifest are relative to the
+repository root, and every file's sha256 is recorded and checked on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lit_bundle.preprocess import PreprocessSpec
+
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+TensorType = Literal["uint8", "float16", "float32", "int32", "int64"]
+
+
+class BundleError(ValueError):
+    """A bundle is missing, damaged or inconsistent; the message names the file and the fix."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Frozen):
+    """One input or output tensor; ``-1`` marks a dynamic dimension (the batch axis comes first)."""
+
+    name: str
+    dtype: TensorType
+    shape: tuple[int, ...]
+
+
+class EncoderSpec(_Frozen):
+    """One ONNX encoder, served by Triton as the model ``triton_name``."""
+
+    triton_name: str
+    file: str = Field(description="path of the ONNX file, relative to the repository root")
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def output(self) -> TensorSpec:
+        return self.outputs[0]
+
+
+class TextSpec(_Frozen):
+    tokenizer: str = Field(description="tokenizer.json path, relative to the repository root")
+    context_length: int = Field(gt=0)
+
+
+class Manifest(_Frozen):
+    schema_version: int = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    version: int = Field(gt=0)
+    embed_dim: int = Field(gt=0)
+    loss: Literal["softmax", "sigmoid"]
+    logit_scale: float = Field(description="multiplier of the cosine similarity (exp of the learned log)")
+    logit_bias: float | None = Field(default=None, description="sigmoid-trained models only")
+    preprocess: PreprocessSpec
+    image_encoder: EncoderSpec
+    text_encoder: EncoderSpec
+    text: TextSpec
+    templates: tuple[str, ...] = ("a photo of a {}.",)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    provenance: dict[str, str] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_path(repository: Path, name: str, version: int) -> Path:
+    return Path(repository) / f"{name}_image" / str(version) / MANIFEST_FILE
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old content or the new, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def referenced_files(manifest: Manifest) -> list[str]:
+    return [manifest.image_encoder.file, manifest.text_encoder.file, manifest.text.tokenizer]
+
+
+def with_hashes(manifest: Manifest, repository: Path) -> Manifest:
+    """The manifest with ``files`` filled in from the files as they are on disk now."""
+    files = {rel: sha256_file(Path(repository) / rel) for rel in referenced_files(manifest)}
+    return manifest.model_copy(update={"files": files})
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Parse a manifest file, refusing unknown schema versions with a clear error."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(
+            f"{path} does not exist: is this a model repository with an exported bundle?"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc}): re-export the bundle") from None
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{path} has manifest schema_version {version!r}, but this software reads version "
+            f"{SCHEMA_VERSION}: upgrade lit-zeroshot, or re-export the bundle with this version"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{path} is not a valid manifest: {exc}") from None
+
+
+def verify_files(manifest: Manifest, repository: Path) -> None:
+    """Check that every referenced file exists and matches its recorded sha256."""
+    repository = Path(repository)
+    missing_hash = [rel for rel in referenced_files(manifest) if rel not in manifest.files]
+    if missing_hash:
+        raise BundleError(f"manifest of {manifest.name} v{manifest.version} has no sha256 for {missing_hash}")
+    for rel, expected in manifest.files.items():
+        path = repository / rel
+        if not path.is_file():
+            raise BundleError(
+                f"{path} is missing from bundle {manifest.name} v{manifest.version}: restore it or re-export"
+            )
+        if sha256_file(path) != expected:
+            raise BundleError(
+                f"{path} does not match the sha256 in its manifest (the file changed after export): "
+                "restore the original or re-export the bundle"
+            )

@@ -1,0 +1,165 @@
+"""Bundle versions inside a Triton model repository: list, publish, promote, prune, load.
+
+The *active* version of a bundle is the one both encoders' ``config.pbtxt`` serve (their ``specific``
+version policy), so Triton and the embedded gateway always agree on it. A version becomes visible
+only once complete: the text encoder's folder is renamed into place first, then the image encoder's
+folder, which holds the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from lit_bundle.manifest import (
+    MANIFEST_FILE,
+    BundleError,
+    Manifest,
+    manifest_path,
+    read_manifest,
+    verify_files,
+)
+from lit_bundle.triton import TritonOptions, active_versions, encoder_config, write_config
+
+CONFIG_FILE = "config.pbtxt"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    repository: Path
+    manifest: Manifest
+
+    def path(self, relative: str) -> Path:
+        return self.repository / relative
+
+    @property
+    def image_model(self) -> Path:
+        return self.path(self.manifest.image_encoder.file)
+
+    @property
+    def text_model(self) -> Path:
+        return self.path(self.manifest.text_encoder.file)
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.path(self.manifest.text.tokenizer)
+
+
+def bundle_names(repository: Path) -> list[str]:
+    """Names of the bundles in ``repository`` (folders ``<name>_image`` holding a manifest)."""
+    repository = Path(repository)
+    if not repository.is_dir():
+        return []
+    return sorted(
+        folder.name.removesuffix("_image")
+        for folder in repository.glob("*_image")
+        if any((v / MANIFEST_FILE).is_file() for v in folder.iterdir() if v.name.isdigit())
+    )
+
+
+def versions(repository: Path, name: str) -> list[int]:
+    """Complete versions of bundle ``name`` (a manifest is present), in ascending order."""
+    folder = Path(repository) / f"{name}_image"
+    if not folder.is_dir():
+        return []
+    return sorted(int(v.name) for v in folder.iterdir() if v.name.isdigit() and (v / MANIFEST_FILE).is_file())
+
+
+def _occupied_versions(repository: Path, name: str) -> set[int]:
+    found: set[int] = set()
+    for suffix in ("_image", "_text"):
+        folder = Path(repository) / f"{name}{suffix}"
+        if folder.is_dir():
+            found |= {int(v.name) for v in folder.iterdir() if v.name.isdigit()}
+    return found
+
+
+def active_version(repository: Path, name: str) -> int | None:
+    config = Path(repository) / f"{name}_image" / CONFIG_FILE
+    if not config.is_file():
+        return None
+    served = active_versions(config.read_text())
+    return max(served) if served else None
+
+
+def resolve_bundle(repository: Path, name: str | None = None) -> str:
+    names = bundle_names(repository)
+    if name is not None:
+        if name not in names:
+            raise BundleError(
+                f"no bundle named {name!r} in {repository} (found: {', '.join(names) or 'none'}): "
+                "check the name, or export/import one there first"
+            )
+        return name
+    if len(names) != 1:
+        raise BundleError(
+            f"{repository} holds {len(names)} bundles ({', '.join(names) or 'none'}): "
+            + ("export or import a model first" if not names else "name the one to use")
+        )
+    return names[0]
+
+
+def load_bundle(repository: Path, name: str | None = None, version: int | None = None) -> Bundle:
+    """The (active, by default) version of a bundle, with every file checked against its sha256."""
+    repository = Path(repository)
+    name = resolve_bundle(repository, name)
+    if version is None:
+        version = active_version(repository, name)
+        if version is None:
+            raise BundleError(
+                f"{repository / (name + '_image') / CONFIG_FILE} names no active version: "
+                f"run `lit-train promote {repository} {name} <version>`"
+            )
+    manifest = read_manifest(manifest_path(repository, name, version))
+    if (manifest.name, manifest.version) != (name, version):
+        raise BundleError(
+            f"{manifest_path(repository, name, version)} describes {manifest.name} v{manifest.version}, "
+            f"not {name} v{version}: the folder was renamed or copied by hand; re-export instead"
+        )
+    verify_files(manifest, repository)
+    return Bundle(repository, manifest)
+
+
+def publish(repository: Path, manifest: Manifest, staged_image: Path, staged_text: Path) -> Manifest:
+    """Move two staged encoder folders into place as version ``manifest.version``.
+
+    The caller staged them inside ``<name>_image`` and ``<name>_text`` (same file system) with the
+    manifest already written into ``staged_image``. Fails if that version exists.
+    """
+    repository = Path(repository)
+    image_dir = repository / f"{manifest.name}_image" / str(manifest.version)
+    text_dir = repository / f"{manifest.name}_text" / str(manifest.version)
+    if image_dir.exists() or text_dir.exists():
+        raise FileExistsError(f"version {manifest.version} of {manifest.name} already exists")
+    os.rename(staged_text, text_dir)
+    os.rename(staged_image, image_dir)  # the manifest appears last: the version is now complete
+    return manifest
+
+
+def next_version(repository: Path, name: str) -> int:
+    return max(_occupied_versions(repository, name), default=0) + 1
+
+
+def promote(repository: Path, name: str, version: int, options: TritonOptions | None = None) -> None:
+    """Make ``version`` the one Triton and the gateway serve, by rewriting both ``config.pbtxt``."""
+    bundle = load_bundle(repository, name, version)
+    options = options or TritonOptions()
+    for encoder in (bundle.manifest.image_encoder, bundle.manifest.text_encoder):
+        write_config(
+            Path(repository) / encoder.triton_name / CONFIG_FILE, encoder_config(encoder, [version], options)
+        )
+
+
+def prune(repository: Path, name: str, keep: int = 1) -> list[int]:
+    """Delete all but the newest ``keep`` versions, never the active one; returns what was removed."""
+    active = active_version(repository, name)
+    existing = sorted(_occupied_versions(repository, name))
+    kept = set(existing[-keep:]) if keep > 0 else set()
+    removed = [v for v in existing if v not in kept and v != active]
+    for version in removed:
+        # Image folder (with the manifest) first, so a half-pruned version is never seen as complete.
+        for suffix in ("_image", "_text"):
+            shutil.rmtree(Path(repository) / f"{name}{suffix}" / str(version), ignore_errors=True)
+    return removed

@@ -1,0 +1,300 @@
+"""Export encoders to ONNX as a verified, versioned bundle in a Triton model repository.
+
+The image graph takes uint8 NHWC pixels (4x fewer bytes than float for Triton clients) and does the
+float conversion and mean/std normalisation itself; both graphs end in L2 normalisation. Before a
+version is published, ONNX Runtime's outputs are compared with torch's on real inputs; a bundle that
+fails is never written.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from lit_bundle.triton import TritonOptions, encoder_config, write_config
+from PIL import Image
+from tokenizers import Tokenizer
+from torch import nn
+from tqdm import tqdm
+
+from lit_bundle import PreprocessSpec
+from lit_bundle.manifest import (
+    MANIFEST_FILE,
+    EncoderSpec,
+    Manifest,
+    TensorSpec,
+    TextSpec,
+    sha256_file,
+    write_text_atomic,
+)
+from lit_bundle.preprocess import resize_and_crop
+from lit_bundle.repository import CONFIG_FILE, active_version, next_version, promote, publish
+
+OPSET = 17
+FP32_TOLERANCE = 1e-4
+FP16_TOLERANCE = 2e-2
+
+
+class ExportError(RuntimeError):
+    """The exported graphs disagree with torch; nothing was written."""
+
+
+class ImageGraph(nn.Module):
+    """uint8 ``(B, S, S, 3)`` pixels -> L2-normalised embeddings, normalisation inside the graph."""
+
+    def __init__(self, encoder: nn.Module, spec: PreprocessSpec) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1) * 255.0)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = (pixels.permute(0, 3, 1, 2).float() - self.mean) / self.std
+        return F.normalize(self.encoder(x).float(), dim=-1)
+
+
+class TextGraph(nn.Module):
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.encoder(input_ids, attention_mask).float(), dim=-1)
+
+
+@dataclass
+class ExportRequest:
+    name: str
+    image_encoder: nn.Module
+    text_encoder: nn.Module
+    tokenizer: Tokenizer
+    context_length: int
+    preprocess: PreprocessSpec
+    loss: Literal["softmax", "sigmoid"]
+    logit_scale: float
+    logit_bias: float | None
+    check_images: list[Image.Image]
+    check_texts: list[str]
+    templates: tuple[str, ...] = ("a photo of a {}.",)
+    metrics: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+def image_batch(images: list[Image.Image], spec: PreprocessSpec) -> np.ndarray:
+    """The uint8 NHWC batch a client sends to the image graph."""
+    return np.stack([np.asarray(resize_and_crop(im.convert("RGB"), spec), dtype=np.uint8) for im in images])
+
+
+def token_batch(tokenizer: Tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
+    encodings = tokenizer.encode_batch(texts)
+    return {
+        "input_ids": np.asarray([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.asarray([e.attention_mask for e in encodings], dtype=np.int64),
+    }
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str]) -> None:
+    axes = {name: {0: "batch"} for name in [*inputs, "embedding"]}
+    with torch.no_grad():
+        torch.onnx.export(
+            module, args, str(path), input_names=inputs, output_names=["embedding"],
+            dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+        )  # fmt: skip
+
+
+def _to_fp16(path: Path) -> None:
+    """Convert weights and compute to float16, keeping uint8/int64 inputs and a float32 output."""
+    import onnx
+    from onnxconverter_common import float16
+
+    model = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    onnx.save(model, str(path))
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _compare(what: str, expected: np.ndarray, got: np.ndarray, tolerance: float) -> float:
+    diff = float(np.abs(expected - got).max())
+    if not diff <= tolerance:
+        raise ExportError(
+            f"{what}: ONNX Runtime differs from torch by {diff:.2e} (tolerance {tolerance:.0e})"
+        )
+    return diff
+
+
+def verify_export(
+    request: ExportRequest, image_onnx: Path, text_onnx: Path, tolerance: float
+) -> dict[str, float]:
+    """Compare ONNX Runtime with torch on the request's real inputs; raise ExportError on a mismatch."""
+    image_graph = ImageGraph(request.image_encoder, request.preprocess).eval()
+    text_graph = TextGraph(request.text_encoder).eval()
+    pixels = image_batch(request.check_images, request.preprocess)
+    tokens = token_batch(request.tokenizer, request.check_texts)
+    with torch.no_grad():
+        torch_img = torch.cat(
+            [image_graph(torch.from_numpy(c)) for c in np.array_split(pixels, max(1, len(pixels) // 64))]
+        )
+        torch_txt = text_graph(
+            torch.from_numpy(tokens["input_ids"]), torch.from_numpy(tokens["attention_mask"])
+        )
+    image_session, text_session = _session(image_onnx), _session(text_onnx)
+    onnx_img = np.concatenate(
+        [image_session.run(None, {"pixels": c})[0] for c in np.array_split(pixels, max(1, len(pixels) // 64))]
+    )
+    onnx_txt = text_session.run(None, tokens)[0]
+    image_diff = _compare("image embeddings", torch_img.numpy(), onnx_img, tolerance)
+    text_diff = _compare("text embeddings", torch_txt.numpy(), onnx_txt, tolerance)
+    torch_top1 = (torch_img.numpy() @ torch_txt.numpy().T).argmax(1)
+    onnx_top1 = (onnx_img @ onnx_txt.T).argmax(1)
+    disagree = int((torch_top1 != onnx_top1).sum())
+    if disagree:
+        raise ExportError(f"top-1 over the check texts differs between torch and ONNX on {disagree} images")
+    return {"export_max_abs_diff_image": image_diff, "export_max_abs_diff_text": text_diff}
+
+
+def git_commit() -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return done.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def export_bundle(
+    request: ExportRequest,
+    repository: Path,
+    fp16: bool = False,
+    triton: TritonOptions | None = None,
+    activate: bool | None = None,
+) -> Manifest:
+    """Export, verify and publish ``request`` as the next version of bundle ``request.name``.
+
+    ``activate`` (default: only when no version is active yet) promotes the new version at once.
+    """
+    repository = Path(repository)
+    triton = triton or TritonOptions()
+    name = request.name
+    image_root, text_root = repository / f"{name}_image", repository / f"{name}_text"
+    image_root.mkdir(parents=True, exist_ok=True)
+    text_root.mkdir(parents=True, exist_ok=True)
+    staged_image = Path(tempfile.mkdtemp(prefix=".staging-", dir=image_root))
+    staged_text = Path(tempfile.mkdtemp(prefix=".staging-", dir=text_root))
+    try:
+        image_graph = ImageGraph(request.image_encoder, request.preprocess).eval()
+        text_graph = TextGraph(request.text_encoder).eval()
+        size = request.preprocess.size
+        steps = tqdm(total=4, desc=f"exporting {name}", unit="step")
+        _export(
+            image_graph,
+            (torch.zeros(2, size, size, 3, dtype=torch.uint8),),
+            staged_image / "model.onnx",
+            ["pixels"],
+        )
+        steps.update()
+        dummy = token_batch(request.tokenizer, ["a photo", "of something longer than that"])
+        _export(
+            text_graph,
+            (torch.from_numpy(dummy["input_ids"]), torch.from_numpy(dummy["attention_mask"])),
+            staged_text / "model.onnx",
+            ["input_ids", "attention_mask"],
+        )
+        steps.update()
+        if fp16:
+            _to_fp16(staged_image / "model.onnx")
+            _to_fp16(staged_text / "model.onnx")
+        check = verify_export(
+            request,
+            staged_image / "model.onnx",
+            staged_text / "model.onnx",
+            FP16_TOLERANCE if fp16 else FP32_TOLERANCE,
+        )
+        steps.update()
+        request.tokenizer.save(str(staged_text / "tokenizer.json"))
+        manifest = _publish(request, repository, staged_image, staged_text, check, fp16)
+        steps.update()
+        steps.close()
+    finally:
+        shutil.rmtree(staged_image, ignore_errors=True)
+        shutil.rmtree(staged_text, ignore_errors=True)
+    if activate or (activate is None and active_version(repository, name) is None):
+        promote(repository, name, manifest.version, triton)
+    else:  # keep serving the active version, but make sure configs exist and are current
+        for encoder in (manifest.image_encoder, manifest.text_encoder):
+            config = repository / encoder.triton_name / CONFIG_FILE
+            if not config.exists():
+                write_config(config, encoder_config(encoder, [manifest.version], triton))
+    return manifest
+
+
+def _publish(
+    request: ExportRequest,
+    repository: Path,
+    staged_image: Path,
+    staged_text: Path,
+    check: dict[str, float],
+    fp16: bool,
+) -> Manifest:
+    """Write the manifest and move the staged folders into place as a new version (retrying on a race)."""
+    size, length = request.preprocess.size, request.context_length
+    for _ in range(10):
+        version = next_version(repository, request.name)
+        image_file = f"{request.name}_image/{version}/model.onnx"
+        text_file = f"{request.name}_text/{version}/model.onnx"
+        embed_dim = int(_session(staged_image / "model.onnx").get_outputs()[0].shape[-1])
+        manifest = Manifest(
+            name=request.name,
+            version=version,
+            embed_dim=embed_dim,
+            loss=request.loss,
+            logit_scale=request.logit_scale,
+            logit_bias=request.logit_bias,
+            preprocess=request.preprocess,
+            image_encoder=EncoderSpec(
+                triton_name=f"{request.name}_image",
+                file=image_file,
+                inputs=(TensorSpec(name="pixels", dtype="uint8", shape=(-1, size, size, 3)),),
+                outputs=(TensorSpec(name="embedding", dtype="float32", shape=(-1, embed_dim)),),
+            ),
+            text_encoder=EncoderSpec(
+                triton_name=f"{request.name}_text",
+                file=text_file,
+                inputs=(
+                    TensorSpec(name="input_ids", dtype="int64", shape=(-1, length)),
+                    TensorSpec(name="attention_mask", dtype="int64", shape=(-1, length)),
+                ),
+                outputs=(TensorSpec(name="embedding", dtype="float32", shape=(-1, embed_dim)),),
+            ),
+            text=TextSpec(tokenizer=f"{request.name}_text/{version}/tokenizer.json", context_length=length),
+            templates=request.templates,
+            metrics={**request.metrics, **check},
+            provenance={
+                "git_commit": git_commit(),
+                "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "precision": "fp16" if fp16 else "fp32",
+                **request.provenance,
+            },
+        )
+        staged_paths = {
+            image_file: staged_image / "model.onnx",
+            text_file: staged_text / "model.onnx",
+            manifest.text.tokenizer: staged_text / "tokenizer.json",
+        }
+        files = {rel: sha256_file(src) for rel, src in staged_paths.items()}
+        manifest = manifest.model_copy(update={"files": files})
+        write_text_atomic(staged_image / MANIFEST_FILE, manifest.model_dump_json(indent=1))
+        try:
+            return publish(repository, manifest, staged_image, staged_text)
+        except FileExistsError:
+            continue  # another exporter took this version number: take the next one
+    raise ExportError(f"could not find a free version number for {request.name} in {repository}")
