@@ -58,7 +58,7 @@ def resize_and_crop(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
     else:
         new_w, new_h = int(short * width / height), short
     image = image.resize((new_w, new_h), resample)
-    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    left, top = round((new_w - size) / 2.0), round((new_h - size) / 2.0)
     return image.crop((left, top, left + size, top + size))
 
 

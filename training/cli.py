@@ -120,9 +120,15 @@ def evaluate_cmd(
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
     overrides: Overrides = None,
+    export: Annotated[
+        Path | None, typer.Option(help="then export it into this model repository and make it active")
+    ] = None,
+    name: Annotated[str, typer.Option(help="bundle name when exporting")] = "lit_demo",
     quiet: Quiet = False,
 ) -> None:
     """Build the demo model from nothing: tower pretraining, LiT tuning, held-out evaluation."""
+    from training.export import export_bundle
+    from training.export_checkpoint import request_from_checkpoint
     from training.recipes import build_demo
 
     try:
@@ -131,6 +137,10 @@ def demo_cmd(
         raise _fail(str(exc)) from None
     console.print(_metrics_table("demo model", summary.evaluation.metrics))
     console.print(f"checkpoint: {summary.checkpoint}\nreport: {Path(out) / 'lit' / 'report' / 'report.md'}")
+    if export is not None:
+        request = request_from_checkpoint(summary.checkpoint, name, progress=not quiet)
+        manifest = export_bundle(request, export, activate=True)
+        console.print(f"exported {manifest.name} v{manifest.version} to {export} (active)")
 
 
 @app.command("ablation")
@@ -252,11 +262,10 @@ def verify_cmd(
     version: Annotated[int | None, typer.Option(help="version (default: the active one)")] = None,
 ) -> None:
     """Check a bundle: manifest schema, every file's sha256, ONNX tensors and Triton configs."""
-    from lit_bundle.triton import check_config
-
     from lit_bundle.manifest import BundleError
     from lit_bundle.repository import CONFIG_FILE, load_bundle
     from lit_bundle.signature import check_signature
+    from lit_bundle.triton import check_config
 
     try:
         bundle = load_bundle(repository, name, version)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +22,6 @@ import numpy as np
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
-from lit_bundle.triton import TritonOptions, encoder_config, write_config
 from PIL import Image
 from tokenizers import Tokenizer
 from torch import nn
@@ -38,6 +39,7 @@ from lit_bundle.manifest import (
 )
 from lit_bundle.preprocess import resize_and_crop
 from lit_bundle.repository import CONFIG_FILE, active_version, next_version, promote, publish
+from lit_bundle.triton import TritonOptions, encoder_config, write_config
 
 OPSET = 17
 FP32_TOLERANCE = 1e-4
@@ -102,9 +104,20 @@ def token_batch(tokenizer: Tokenizer, texts: list[str]) -> dict[str, np.ndarray]
     }
 
 
+@contextmanager
+def _without_mha_fastpath() -> Iterator[None]:
+    """nn.TransformerEncoder's inference fast path is one fused op that ONNX cannot express."""
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)
+
+
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str]) -> None:
     axes = {name: {0: "batch"} for name in [*inputs, "embedding"]}
-    with torch.no_grad():
+    with torch.no_grad(), _without_mha_fastpath():
         torch.onnx.export(
             module, args, str(path), input_names=inputs, output_names=["embedding"],
             dynamic_axes=axes, opset_version=OPSET, dynamo=False,
@@ -117,6 +130,14 @@ def _to_fp16(path: Path) -> None:
     from onnxconverter_common import float16
 
     model = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    # The converter retypes the outputs of the graph's own Cast-to-float nodes (uint8 pixels, masks)
+    # to float16 but leaves their target type: point those casts at float16 too.
+    declared = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and declared.get(node.output[0]) == onnx.TensorProto.FLOAT16:
+            for attribute in node.attribute:
+                if attribute.name == "to" and attribute.i == onnx.TensorProto.FLOAT:
+                    attribute.i = onnx.TensorProto.FLOAT16
     onnx.save(model, str(path))
 
 

@@ -1,0 +1,319 @@
+"""Generated ``config.pbtxt`` files parse with Triton's own ModelConfig protobuf and match the manifest."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from lit_bundle.manifest import (
+    EncoderSpec,
+    Manifest,
+    TensorSpec,
+    TextSpec,
+    manifest_path,
+    read_manifest,
+    write_text_atomic,
+)
+from lit_bundle.preprocess import PreprocessSpec
+from lit_bundle.triton import (
+    TritonOptions,
+    active_versions,
+    check_config,
+    encoder_config,
+    parse_config,
+    write_config,
+)
+
+pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_REPOSITORY = REPO_ROOT / "model_repository"
+
+IMAGE = EncoderSpec(
+    triton_name="demo_image",
+    file="demo_image/1/model.onnx",
+    inputs=(TensorSpec(name="pixels", dtype="uint8", shape=(-1, 64, 64, 3)),),
+    outputs=(TensorSpec(name="embedding", dtype="float32", shape=(-1, 128)),),
+)
+TEXT = EncoderSpec(
+    triton_name="demo_text",
+    file="demo_text/1/model.onnx",
+    inputs=(
+        TensorSpec(name="input_ids", dtype="int64", shape=(-1, 16)),
+        TensorSpec(name="attention_mask", dtype="int64", shape=(-1, 16)),
+    ),
+    outputs=(TensorSpec(name="embedding", dtype="float32", shape=(-1, 128)),),
+)
+OPTION_SETS = {
+    "default": TritonOptions(),
+    "cpu": TritonOptions(instance_kind="cpu", instance_count=2, max_batch_size=8, preferred_batch_sizes=(4,)),
+    "tensorrt": TritonOptions(tensorrt=True, max_queue_size=256, max_queue_delay_us=500),
+    "tensorrt_fp32_nocache": TritonOptions(tensorrt=True, tensorrt_fp16=False, tensorrt_cache_dir=None),
+    "warmup": TritonOptions(warmup=True, preferred_batch_sizes=()),
+}
+
+
+def _params(config) -> dict[str, str]:
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt"
+    return dict(accelerator.parameters)
+
+
+@pytest.mark.parametrize("encoder", [IMAGE, TEXT], ids=["image", "text"])
+@pytest.mark.parametrize("name", list(OPTION_SETS))
+def test_generated_config_round_trips(encoder: EncoderSpec, name: str) -> None:
+    options = OPTION_SETS[name]
+    text = encoder_config(encoder, [3], options)
+    assert text.startswith("# Generated") and "lit-train promote demo <version>" in text
+    assert text == encoder_config(encoder, [3], options), "output must be deterministic"
+    config = parse_config(text)
+    check_config(text, encoder)
+
+    assert config.name == encoder.triton_name and config.backend == "onnxruntime"
+    assert config.max_batch_size == options.max_batch_size
+    for declared, spec in zip(
+        [*config.input, *config.output], [*encoder.inputs, *encoder.outputs], strict=True
+    ):
+        assert declared.name == spec.name
+        assert list(declared.dims) == list(spec.shape[1:])
+    assert list(config.dynamic_batching.preferred_batch_size) == list(options.preferred_batch_sizes)
+    assert config.dynamic_batching.max_queue_delay_microseconds == options.max_queue_delay_us
+    (group,) = config.instance_group
+    assert group.kind == getattr(pb2.ModelInstanceGroup, f"KIND_{options.instance_kind.upper()}")
+    assert group.count == options.instance_count
+    assert config.version_policy.WhichOneof("policy_choice") == "specific"
+    assert list(config.version_policy.specific.versions) == [3]
+
+    queue = config.dynamic_batching.default_queue_policy
+    assert config.dynamic_batching.HasField("default_queue_policy") == (options.max_queue_size > 0)
+    assert queue.max_queue_size == options.max_queue_size
+
+    assert config.optimization.HasField("execution_accelerators") == options.tensorrt
+    if options.tensorrt:
+        params = _params(config)
+        assert params["precision_mode"] == ("FP16" if options.tensorrt_fp16 else "FP32")
+        assert params["max_workspace_size_bytes"] == str(options.tensorrt_workspace_bytes)
+        if options.tensorrt_cache_dir is None:
+            assert "trt_engine_cache_enable" not in params and "trt_engine_cache_path" not in params
+        else:
+            assert params["trt_engine_cache_enable"] == "1"
+            assert params["trt_engine_cache_path"] == options.tensorrt_cache_dir
+        first = encoder.inputs[0]
+        dims = "x".join(map(str, first.shape[1:]))
+        assert params["trt_profile_max_shapes"].startswith(f"{first.name}:{options.max_batch_size}x{dims}")
+        assert params["trt_profile_min_shapes"].startswith(f"{first.name}:1x{dims}")
+
+    assert len(config.model_warmup) == (2 if options.warmup else 0)
+    for warm in config.model_warmup:
+        assert set(warm.inputs) == {t.name for t in encoder.inputs}
+
+
+def test_types_map_to_triton() -> None:
+    config = parse_config(encoder_config(IMAGE, [1], TritonOptions()))
+    assert config.input[0].data_type == pb2.TYPE_UINT8
+    assert config.output[0].data_type == pb2.TYPE_FP32
+    config = parse_config(encoder_config(TEXT, [1], TritonOptions()))
+    assert [t.data_type for t in config.input] == [pb2.TYPE_INT64, pb2.TYPE_INT64]
+    half = IMAGE.model_copy(
+        update={"outputs": (TensorSpec(name="embedding", dtype="float16", shape=(-1, 128)),)}
+    )
+    assert parse_config(encoder_config(half, [1], TritonOptions())).output[0].data_type == pb2.TYPE_FP16
+
+
+def test_several_versions_are_sorted_and_deduplicated() -> None:
+    text = encoder_config(IMAGE, [5, 2, 5], TritonOptions())
+    assert active_versions(text) == [2, 5]
+    with pytest.raises(ValueError, match="positive"):
+        encoder_config(IMAGE, [], TritonOptions())
+    with pytest.raises(ValueError, match="positive"):
+        encoder_config(IMAGE, [0], TritonOptions())
+
+
+def test_encoder_without_batch_axis_is_refused() -> None:
+    fixed = IMAGE.model_copy(
+        update={"inputs": (TensorSpec(name="pixels", dtype="uint8", shape=(1, 64, 64, 3)),)}
+    )
+    with pytest.raises(ValueError, match="batch axis"):
+        encoder_config(fixed, [1], TritonOptions())
+
+
+def _tamper(text: str, old: str, new: str) -> str:
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('name: "pixels"', 'name: "image"', r"input tensors are \['image'\].*\['pixels'\]"),
+        ("data_type: TYPE_UINT8", "data_type: TYPE_FP32", r"input 'pixels' has data_type TYPE_FP32.*uint8"),
+        ("dims: [64, 64, 3]", "dims: [3, 64, 64]", r"input 'pixels' has dims \[3, 64, 64\].*\[64, 64, 3\]"),
+        ("dims: [128]", "dims: [256]", r"output 'embedding' has dims \[256\].*\[128\]"),
+        ("max_batch_size: 64", "max_batch_size: 0", "max_batch_size is 0"),
+        ('backend: "onnxruntime"', 'backend: "pytorch"', "backend is 'pytorch'"),
+        ('name: "demo_image"', 'name: "other_image"', "'other_image'.*'demo_image'"),
+    ],
+)
+def test_check_config_names_the_mismatch(old: str, new: str, message: str) -> None:
+    text = _tamper(encoder_config(IMAGE, [1], TritonOptions()), old, new)
+    with pytest.raises(ValueError, match=message) as info:
+        check_config(text, IMAGE)
+    assert "demo_image" in str(info.value)
+
+
+def test_check_config_catches_text_encoder_mismatches() -> None:
+    text = encoder_config(TEXT, [1], TritonOptions())
+    with pytest.raises(ValueError, match="'attention_mask' has data_type TYPE_INT32"):
+        last_input = "TYPE_INT64\n    dims: [16]\n  }\n]"
+        check_config(_tamper(text, last_input, last_input.replace("INT64", "INT32")), TEXT)
+    image_as_text = IMAGE.model_copy(update={"triton_name": "demo_text"})
+    with pytest.raises(ValueError, match="input tensors"):
+        check_config(encoder_config(image_as_text, [1], TritonOptions()), TEXT)
+
+
+def test_invalid_text_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="not a valid Triton ModelConfig"):
+        parse_config('name: "x"\nmax_batch_size: "many"\n')
+    with pytest.raises(ValueError, match="not a valid Triton ModelConfig"):
+        parse_config("no_such_field: 1\n")
+
+
+def _without_tritonclient(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tritonclient.grpc.model_config_pb2", None)
+    with pytest.raises(ImportError):
+        parse_config("")
+
+
+@pytest.mark.parametrize("options", [TritonOptions(), OPTION_SETS["tensorrt"], OPTION_SETS["warmup"]])
+def test_active_versions_protobuf_and_fallback_agree(
+    monkeypatch: pytest.MonkeyPatch, options: TritonOptions
+) -> None:
+    texts = [encoder_config(enc, versions, options) for enc in (IMAGE, TEXT) for versions in ([7], [2, 9])]
+    via_protobuf = [active_versions(text) for text in texts]
+    assert via_protobuf == [[7], [2, 9], [7], [2, 9]]
+    _without_tritonclient(monkeypatch)
+    assert [active_versions(text) for text in texts] == via_protobuf
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("version_policy { specific { versions: 4 versions: 2 } }", [2, 4]),
+        ("# a comment { with braces\nversion_policy: < specific: < versions: [ 3 ] > >", [3]),
+        ('name: "has } brace # and hash"\nversion_policy { specific { versions: [1, 12] } }', [1, 12]),
+        ("version_policy { latest { num_versions: 2 } }", []),
+        ('name: "no policy"\nmax_batch_size: 8', []),
+        ("version_policy { specific { versions: [] } }", []),
+    ],
+)
+def test_active_versions_hand_written(monkeypatch: pytest.MonkeyPatch, text: str, expected: list) -> None:
+    assert active_versions(text) == expected
+    _without_tritonclient(monkeypatch)
+    assert active_versions(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "version_policy { specific { versions: [1, 2 } }",
+        "version_policy { specific { versions: [x] } }",
+        'name: "unterminated',
+        "version_policy { specific {",
+    ],
+)
+def test_fallback_rejects_malformed_text(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    _without_tritonclient(monkeypatch)
+    with pytest.raises(ValueError):
+        active_versions(text)
+
+
+def test_options_validation_errors_are_clear() -> None:
+    with pytest.raises(ValidationError, match=r"sizes \[8, 16, 32\].*max_batch_size=16.*\[32\]"):
+        TritonOptions(max_batch_size=16)
+    with pytest.raises(ValidationError, match="between 1 and"):
+        TritonOptions(preferred_batch_sizes=(0, 4))
+    with pytest.raises(ValidationError, match="duplicates"):
+        TritonOptions(preferred_batch_sizes=(4, 4))
+    with pytest.raises(ValidationError, match="instance_kind='gpu'"):
+        TritonOptions(tensorrt=True, instance_kind="cpu")
+    with pytest.raises(ValidationError, match="absolute path"):
+        TritonOptions(tensorrt_cache_dir="relative/cache")
+    with pytest.raises(ValidationError, match="max_batch_size"):
+        TritonOptions(max_batch_size=0)
+    with pytest.raises(ValidationError, match="extra"):
+        TritonOptions(max_batch=4)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        TritonOptions().max_batch_size = 2  # type: ignore[misc]
+
+
+def test_write_config_is_atomic_and_replaces(tmp_path: Path) -> None:
+    path = tmp_path / "demo_image" / "config.pbtxt"
+    write_config(path, encoder_config(IMAGE, [1], TritonOptions()))
+    write_config(path, encoder_config(IMAGE, [2], TritonOptions()))
+    assert active_versions(path.read_text()) == [2]
+    assert [p.name for p in path.parent.iterdir()] == ["config.pbtxt"]
+
+
+def test_import_needs_neither_torch_nor_tritonclient() -> None:
+    code = (
+        "import sys, lit_bundle.triton; "
+        "bad = [m for m in ('torch', 'tritonclient') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT, timeout=60)
+
+
+def _repository_configs() -> list:
+    configs = sorted(MODEL_REPOSITORY.glob("*/config.pbtxt")) if MODEL_REPOSITORY.is_dir() else []
+    if not configs:
+        reason = f"no config.pbtxt under {MODEL_REPOSITORY} yet"
+        return [pytest.param(None, marks=pytest.mark.skip(reason=reason))]
+    return [pytest.param(path, id=path.parent.name) for path in configs]
+
+
+def _check_repository_config(path: Path) -> None:
+    """Triton accepts ``path`` and, where the served version's manifest is present, it matches it."""
+    text = path.read_text()
+    config = parse_config(text)
+    model = path.parent.name
+    assert config.name == model, f"{path}: name {config.name!r} differs from its folder {model!r}"
+    repository, bundle = path.parent.parent, model.removesuffix("_image").removesuffix("_text")
+    for version in active_versions(text):
+        manifest_file = manifest_path(repository, bundle, version)
+        if manifest_file.is_file():
+            manifest = read_manifest(manifest_file)
+            encoder = manifest.image_encoder if model.endswith("_image") else manifest.text_encoder
+            check_config(text, encoder)
+
+
+@pytest.mark.parametrize("path", _repository_configs())
+def test_repository_configs_are_valid(path: Path) -> None:
+    _check_repository_config(path)
+
+
+def test_repository_check_uses_the_manifest(tmp_path: Path) -> None:
+    manifest = Manifest(
+        name="demo",
+        version=2,
+        embed_dim=128,
+        loss="softmax",
+        logit_scale=100.0,
+        preprocess=PreprocessSpec(size=64),
+        image_encoder=IMAGE,
+        text_encoder=TEXT,
+        text=TextSpec(tokenizer="demo_text/2/tokenizer.json", context_length=16),
+    )
+    write_text_atomic(manifest_path(tmp_path, "demo", 2), manifest.model_dump_json())
+    for encoder in (IMAGE, TEXT):
+        write_config(
+            tmp_path / encoder.triton_name / "config.pbtxt", encoder_config(encoder, [2], TritonOptions())
+        )
+        _check_repository_config(tmp_path / encoder.triton_name / "config.pbtxt")
+    stale = tmp_path / "demo_text" / "config.pbtxt"
+    stale.write_text(stale.read_text().replace("dims: [16]", "dims: [77]"))
+    with pytest.raises(ValueError, match="'input_ids' has dims \\[77\\]"):
+        _check_repository_config(stale)
