@@ -105,6 +105,7 @@ def write_text_atomic(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; served files must be readable by the server user
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
