@@ -34,6 +34,7 @@ from training.train import train
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)  # deterministic tests
     tower = build_image_tower(ImageTowerConfig(**TINY_IMAGE), pretrained=False)
     weights = root / "tower.safetensors"
     save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(weights))
