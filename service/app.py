@@ -1,0 +1,326 @@
+"""The FastAPI application factory: routes, errors, API keys, request ids, metrics and logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.decode import decode_base64
+from service.errors import ApiError
+from service.gateway import Gateway
+from service.metrics import Metrics
+from service.schemas import (
+    ClassifyRequest,
+    ClassifyResponse,
+    EmbedImageRequest,
+    EmbedResponse,
+    EmbedTextRequest,
+    ErrorBody,
+    LabelSetRequest,
+    LabelSetResponse,
+    LabelSetSummary,
+    ModelInfo,
+)
+from service.settings import Settings
+
+log = logging.getLogger("service.access")
+T = TypeVar("T")
+B = TypeVar("B", bound=BaseModel)
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "bad input", 401: "missing or wrong API key", 404: "unknown label set",
+        413: "body, image or label list too large", 415: "unsupported media type or image format",
+        422: "schema error", 429: "overloaded", 503: "not ready", 504: "timed out",
+    }.items()
+}  # fmt: skip
+
+IMAGE_BODY = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "labels": {"type": "array", "items": {"type": "string"}},
+                        "label_set": {"type": "string"},
+                        "templates": {"type": "array", "items": {"type": "string"}},
+                        "top_k": {"type": "integer"},
+                    },
+                    "required": ["images"],
+                }
+            }
+        }
+    }
+}
+
+
+def error_response(error: ApiError, request_id: str | None = None) -> JSONResponse:
+    headers = {"X-Request-ID": request_id} if request_id else None
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(gateway)]
+
+
+def require_api_key(request: Request) -> None:
+    keys = request.app.state.settings.api_keys
+    if not keys:
+        return
+    auth = request.headers.get("authorization", "")
+    given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
+    if given not in keys:
+        raise ApiError(
+            401, "unauthorized", "send a valid key as 'Authorization: Bearer <key>' or 'X-API-Key'"
+        )
+
+
+async def with_timeout(request: Request, work: Awaitable[T]) -> T:
+    seconds = request.app.state.settings.request_timeout_s
+    try:
+        return await asyncio.wait_for(work, seconds)
+    except TimeoutError:
+        raise ApiError(
+            504, "timeout", f"the request took longer than {seconds:g} s: send fewer images"
+        ) from None
+
+
+def parse_json(model: type[B], raw: bytes) -> B:
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ApiError(422, "invalid_body", f"{where}: {first['msg']} (see /docs for the schema)") from None
+
+
+async def read_image_request(request: Request) -> dict[str, Any]:
+    """Images and options from a JSON (base64) or multipart body."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        body = parse_json(ClassifyRequest, await request.body())
+        return {**body.model_dump(exclude={"images"}), "images": [decode_base64(s) for s in body.images]}
+    if content_type == "multipart/form-data":
+        settings: Settings = request.app.state.settings
+        form = await request.form(max_files=settings.max_images + 1, max_fields=settings.max_labels + 100)
+        files = form.getlist("images")
+        if any(not isinstance(f, UploadFile) for f in files):
+            raise ApiError(400, "invalid_image_part", "each 'images' part must be a file upload")
+        top_k = form.get("top_k")
+        try:
+            top_k = int(top_k) if top_k else None
+        except ValueError:
+            raise ApiError(422, "invalid_body", "top_k must be an integer") from None
+        return {
+            "images": [await f.read() for f in files],
+            "labels": [str(v) for v in form.getlist("labels")] or None,
+            "label_set": form.get("label_set") or None,
+            "templates": [str(v) for v in form.getlist("templates")] or None,
+            "top_k": top_k,
+        }
+    raise ApiError(
+        415, "unsupported_media_type", "send application/json (base64 images) or multipart/form-data (files)"
+    )
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+
+    @router.get("/models", response_model=ModelInfo, summary="The active model")
+    async def models(gw: GatewayDep) -> ModelInfo:
+        return gw.info()
+
+    @router.post(
+        "/classify",
+        response_model=ClassifyResponse,
+        summary="Zero-shot classification of one or more images",
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": ClassifyRequest.model_json_schema()},
+                    **IMAGE_BODY["requestBody"]["content"],
+                },
+                "required": True,
+            }
+        },
+    )
+    async def classify(request: Request, gw: GatewayDep) -> ClassifyResponse:
+        fields = await read_image_request(request)
+        return await with_timeout(
+            request,
+            gw.classify(
+                fields["images"], fields["labels"], fields["label_set"], fields["templates"], fields["top_k"]
+            ),
+        )
+
+    @router.post(
+        "/embed/image",
+        response_model=EmbedResponse,
+        summary="L2-normalised image embeddings",
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": EmbedImageRequest.model_json_schema()},
+                    **IMAGE_BODY["requestBody"]["content"],
+                },
+                "required": True,
+            }
+        },
+    )
+    async def embed_image(request: Request, gw: GatewayDep) -> EmbedResponse:
+        fields = await read_image_request(request) if not _is_json(request) else None
+        if fields is None:
+            body = parse_json(EmbedImageRequest, await request.body())
+            images = [decode_base64(s) for s in body.images]
+        else:
+            images = fields["images"]
+        return gw.embed_response(await with_timeout(request, gw.embed_image_bytes(images)))
+
+    @router.post("/embed/text", response_model=EmbedResponse, summary="L2-normalised text embeddings")
+    async def embed_text(body: EmbedTextRequest, request: Request, gw: GatewayDep) -> EmbedResponse:
+        return gw.embed_response(await with_timeout(request, gw.embed_texts(body.texts)))
+
+    @router.put(
+        "/label-sets/{name}", response_model=LabelSetResponse, summary="Create or replace a label set"
+    )
+    async def put_label_set(name: str, body: LabelSetRequest, request: Request, gw: GatewayDep) -> Any:
+        stored = await with_timeout(request, gw.put_label_set(name, body.labels, body.templates))
+        return stored.model_dump()
+
+    @router.get("/label-sets", response_model=list[LabelSetSummary], summary="All label sets")
+    async def list_label_sets(gw: GatewayDep) -> Any:
+        sets = await asyncio.to_thread(gw.store.list)
+        return [{"name": s.name, "count": len(s.labels), "updated_at": s.updated_at} for s in sets]
+
+    @router.get("/label-sets/{name}", response_model=LabelSetResponse, summary="One label set")
+    async def get_label_set(name: str, gw: GatewayDep) -> Any:
+        stored = await asyncio.to_thread(gw.store.get, name)
+        if stored is None:
+            raise ApiError(404, "unknown_label_set", f"no label set named {name!r}")
+        return stored.model_dump()
+
+    @router.delete("/label-sets/{name}", status_code=204, summary="Delete a label set")
+    async def delete_label_set(name: str, gw: GatewayDep) -> Response:
+        if not await asyncio.to_thread(gw.store.delete, name):
+            raise ApiError(404, "unknown_label_set", f"no label set named {name!r}")
+        return Response(status_code=204)
+
+    return router
+
+
+def _is_json(request: Request) -> bool:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
+
+
+def _log_line(settings: Settings, fields: dict[str, Any]) -> str:
+    if settings.log_format == "json":
+        return json.dumps(fields)
+    return " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """A gateway for ``settings``; the model loads when the app starts (see ``/readyz``)."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        gw = Gateway(settings, metrics)
+        app.state.gateway = gw
+        await gw.start()
+        yield
+        await gw.stop()
+
+    app = FastAPI(
+        title="LiT zero-shot image classification",
+        version="1",
+        lifespan=lifespan,
+        description="Classify images into any labels, embed images and texts, and manage label sets.",
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc, getattr(request.state, "request_id", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return error_response(ApiError(422, "invalid_body", f"{where}: {first['msg']} (see /docs)"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(ApiError(exc.status_code, code, str(exc.detail)))
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = request_id
+        began = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            limit = settings.max_body_bytes
+            response = error_response(
+                ApiError(413, "body_too_large", f"the body exceeds {limit} bytes"), request_id
+            )
+        else:
+            try:
+                response = await call_next(request)
+            except Exception:
+                log.exception("unhandled error (request %s)", request_id)
+                response = error_response(
+                    ApiError(500, "internal_error", "unexpected error; see server logs")
+                )
+        elapsed = time.perf_counter() - began
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.request_duration.labels(path).observe(elapsed)
+        response.headers["X-Request-ID"] = request_id
+        log.info(_log_line(settings, {
+            "request_id": request_id, "method": request.method, "path": request.url.path,
+            "status": response.status_code, "ms": round(1000 * elapsed, 1),
+        }))  # fmt: skip
+        return response
+
+    @app.get("/healthz", summary="Liveness: 200 while the process runs")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: 200 once a model is loaded and its backend answers")
+    async def readyz(request: Request) -> JSONResponse:
+        gw: Gateway = request.app.state.gateway
+        if gw.runtime is None:
+            reason = gw.load_error or "the model is still loading"
+            return error_response(ApiError(503, "not_ready", reason))
+        m = gw.runtime.bundle.manifest
+        return JSONResponse({"status": "ready", "model": {"name": m.name, "version": m.version}})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(build_router())
+    return app

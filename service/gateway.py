@@ -1,0 +1,245 @@
+"""What the HTTP routes do, without HTTP: decode, batch, encode, cache, score, and label sets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from service.batcher import Batcher, QueueFull
+from service.decode import DecodeLimits, decode_image
+from service.errors import ApiError
+from service.label_store import LabelError, LabelSet, LabelStore, open_label_store, validate_labels
+from service.metrics import Metrics
+from service.runtime import ModelRuntime
+from service.schemas import (
+    ClassifyResponse,
+    EmbedResponse,
+    ImageResult,
+    ModelInfo,
+    ModelRef,
+    Prediction,
+)
+from service.settings import Settings
+from service.text_cache import TextEmbeddingCache
+
+log = logging.getLogger(__name__)
+
+LABEL_STATUS = {"empty_labels": 400, "blank_label": 400, "too_many_labels": 413, "label_too_long": 422}
+
+
+def label_error(exc: LabelError) -> ApiError:
+    return ApiError(LABEL_STATUS.get(exc.code, 400), exc.code, exc.message)
+
+
+class Gateway:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.runtime: ModelRuntime | None = None
+        self.load_error: str | None = None
+        self.cache = TextEmbeddingCache(
+            settings.text_cache_bytes,
+            on_hit=metrics.cache_hits.inc,
+            on_miss=metrics.cache_misses.inc,
+            on_size=metrics.cache_entries.set,
+        )
+        self.store: LabelStore = open_label_store(settings.label_store)
+        self.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        # One thread each: the image encoder (fed by the batcher) never waits behind text encoding.
+        self.image_pool = ThreadPoolExecutor(1, thread_name_prefix="image-encoder")
+        self.text_pool = ThreadPoolExecutor(1, thread_name_prefix="text-encoder")
+        self.batcher = Batcher(
+            self._run_image_encoder,
+            self.image_pool,
+            settings.max_batch_size,
+            settings.max_batch_wait_ms / 1000.0,
+            settings.max_queue_images,
+            on_batch=metrics.batch_size.labels("image").observe,
+            on_depth=metrics.queue_depth.set,
+        )
+
+    # Life cycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.batcher.start()
+        try:
+            self.runtime = await asyncio.to_thread(ModelRuntime.load, self.settings)
+        except Exception as exc:  # the process stays up and /readyz says why
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("model not loaded: %s", self.load_error)
+            return
+        m = self.runtime.bundle.manifest
+        self.metrics.model_info.labels(m.name, str(m.version), self.settings.backend).set(1)
+        self._warming = asyncio.get_running_loop().create_task(self.warm_label_sets())
+
+    async def warm_label_sets(self) -> None:
+        """Encode stored label sets for this model version, so their first use is a cache hit."""
+        for label_set in await asyncio.to_thread(self.store.list):
+            try:
+                _, templates = await self.resolve_labels(label_set.labels[:1], None, label_set.templates)
+                await self.label_matrix(label_set.labels, templates)
+            except Exception as exc:  # one bad set must not stop the others
+                log.warning("could not encode label set %s: %s", label_set.name, exc)
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.image_pool.shutdown(wait=False, cancel_futures=True)
+        self.text_pool.shutdown(wait=False, cancel_futures=True)
+        self.store.close()
+
+    def model(self) -> ModelRuntime:
+        if self.runtime is None:
+            raise ApiError(503, "not_ready", f"no model is loaded ({self.load_error or 'still loading'})")
+        return self.runtime
+
+    def info(self) -> ModelInfo:
+        runtime = self.model()
+        m = runtime.bundle.manifest
+        return ModelInfo(
+            name=m.name, version=m.version, backend=self.settings.backend,
+            providers=runtime.encoders.providers, embed_dim=m.embed_dim, image_size=m.preprocess.size,
+            loss=m.loss, templates=list(m.templates),
+        )  # fmt: skip
+
+    def ref(self) -> ModelRef:
+        m = self.model().bundle.manifest
+        return ModelRef(name=m.name, version=m.version)
+
+    # Encoders -------------------------------------------------------------------------------------
+    def _run_image_encoder(self, pixels: np.ndarray) -> np.ndarray:
+        began = time.perf_counter()
+        try:
+            return self.model().encoders.encode_images(pixels)
+        except Exception:
+            self.metrics.backend_errors.inc()
+            raise
+        finally:
+            self.metrics.inference_duration.labels("image").observe(time.perf_counter() - began)
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        began = time.perf_counter()
+        limits = DecodeLimits(
+            max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_body_bytes
+        )
+        try:
+            return decode_image(data, self.model().bundle.manifest.preprocess, limits)
+        finally:
+            self.metrics.preprocess_duration.observe(time.perf_counter() - began)
+
+    async def embed_image_bytes(self, images: Sequence[bytes]) -> np.ndarray:
+        if not images:
+            raise ApiError(400, "no_images", "send at least one image")
+        if len(images) > self.settings.max_images:
+            raise ApiError(
+                413,
+                "too_many_images",
+                f"{len(images)} images in one request; the limit is {self.settings.max_images}",
+            )
+        self.model()
+        self.metrics.images.inc(len(images))
+        loop = asyncio.get_running_loop()
+        pixels = await asyncio.gather(
+            *(loop.run_in_executor(self.decode_pool, self._decode, d) for d in images)
+        )
+        try:
+            return await self.batcher.submit(np.stack(pixels))
+        except QueueFull as exc:
+            raise ApiError(429, "overloaded", f"the server is busy ({exc}): retry with backoff") from None
+
+    async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            raise ApiError(400, "no_texts", "send at least one text")
+        if len(texts) > self.settings.max_texts:
+            raise ApiError(
+                413, "too_many_texts", f"{len(texts)} texts; the limit is {self.settings.max_texts}"
+            )
+        runtime = self.model()
+        began = time.perf_counter()
+        embeddings = await asyncio.get_running_loop().run_in_executor(
+            self.text_pool, runtime.encode_texts, texts
+        )
+        self.metrics.inference_duration.labels("text").observe(time.perf_counter() - began)
+        self.metrics.batch_size.labels("text").observe(len(texts))
+        return embeddings
+
+    # Classification ------------------------------------------------------------------------------
+    async def resolve_labels(
+        self, labels: Sequence[str] | None, label_set: str | None, templates: Sequence[str] | None
+    ) -> tuple[list[str], tuple[str, ...]]:
+        if (labels is None) == (label_set is None):
+            raise ApiError(400, "labels_required", "send either labels or label_set (exactly one of them)")
+        if label_set is not None:
+            stored = await asyncio.to_thread(self.store.get, label_set)
+            if stored is None:
+                raise ApiError(404, "unknown_label_set", f"no label set named {label_set!r}: PUT it first")
+            labels, templates = stored.labels, templates or stored.templates
+        else:
+            try:
+                labels = validate_labels(
+                    labels or [], self.settings.max_labels, self.settings.max_label_chars
+                )
+            except LabelError as exc:
+                raise label_error(exc) from None
+        chosen = tuple(templates) if templates else self.model().templates
+        if any("{}" not in t for t in chosen):
+            raise ApiError(422, "invalid_template", "every template needs a {} where the label goes")
+        return list(labels), chosen
+
+    async def label_matrix(self, labels: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+        """Label embeddings from the cache; only the missing labels go to the text encoder."""
+        runtime = self.model()
+        templates = tuple(templates)
+        hits, missing = self.cache.get_many(runtime.key, templates, labels)
+        if missing:
+            new = [labels[i] for i in missing]
+            began = time.perf_counter()
+            fresh = await asyncio.get_running_loop().run_in_executor(
+                self.text_pool, runtime.encode_labels, new, templates
+            )
+            self.metrics.inference_duration.labels("text").observe(time.perf_counter() - began)
+            self.cache.put_many(runtime.key, templates, new, fresh)
+            hits.update(zip(missing, fresh, strict=True))
+        return np.stack([hits[i] for i in range(len(labels))])
+
+    async def classify(
+        self,
+        images: Sequence[bytes],
+        labels: Sequence[str] | None,
+        label_set: str | None,
+        templates: Sequence[str] | None,
+        top_k: int | None,
+    ) -> ClassifyResponse:
+        labels, chosen = await self.resolve_labels(labels, label_set, templates)
+        image_emb, matrix = await asyncio.gather(
+            self.embed_image_bytes(images), self.label_matrix(labels, chosen)
+        )
+        probs = self.model().probabilities(image_emb, matrix)
+        k = min(top_k or len(labels), len(labels))
+        results = []
+        for row in probs:
+            best = np.argsort(-row, kind="stable")[:k]
+            results.append(
+                ImageResult(predictions=[Prediction(label=labels[i], score=float(row[i])) for i in best])
+            )
+        return ClassifyResponse(model=self.ref(), results=results)
+
+    def embed_response(self, embeddings: np.ndarray) -> EmbedResponse:
+        return EmbedResponse(model=self.ref(), dim=int(embeddings.shape[1]), embeddings=embeddings.tolist())
+
+    # Label sets -----------------------------------------------------------------------------------
+    async def put_label_set(self, name: str, labels: list[str], templates: list[str] | None) -> LabelSet:
+        try:
+            clean = validate_labels(labels, self.settings.max_labels_per_set, self.settings.max_label_chars)
+            label_set = LabelSet(name=name, labels=clean, templates=templates)
+        except LabelError as exc:
+            raise label_error(exc) from None
+        except ValueError as exc:
+            raise ApiError(422, "invalid_label_set", str(exc).splitlines()[0]) from None
+        _, chosen = await self.resolve_labels(clean[:1], None, templates)
+        await self.label_matrix(clean, chosen)  # encode and cache now, so classify is fast at once
+        return await asyncio.to_thread(self.store.put, label_set)

@@ -1,0 +1,76 @@
+"""The embedded backend: the bundle's two ONNX encoders in ONNX Runtime sessions.
+
+Providers come from settings and what is installed. ``auto`` takes CUDA when the installed ONNX Runtime
+has it (TensorRT only when asked for: its engine builds take minutes on first load); a provider that was
+asked for by name but is missing is an error, never a silent fall-back to the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from lit_bundle.repository import Bundle
+from lit_bundle.signature import check_signature
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+class ProviderError(RuntimeError):
+    pass
+
+
+def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:
+    """ONNX Runtime provider names for ``requested`` (``auto``, or names from ``PROVIDERS``)."""
+    if list(requested) == ["auto"]:
+        chosen = [PROVIDERS["cuda"]] if PROVIDERS["cuda"] in available else []
+        return [*chosen, PROVIDERS["cpu"]]
+    chosen = []
+    for name in requested:
+        key = name.strip().lower()
+        if key not in PROVIDERS:
+            raise ProviderError(
+                f"unknown provider {name!r} in LIT_PROVIDERS: use auto or {', '.join(PROVIDERS)}"
+            )
+        if PROVIDERS[key] not in available:
+            raise ProviderError(
+                f"provider {key} was requested but ONNX Runtime only has {', '.join(available)}: install "
+                "onnxruntime-gpu (the gpu extra) on a machine with CUDA, or remove it from LIT_PROVIDERS"
+            )
+        chosen.append(PROVIDERS[key])
+    return chosen
+
+
+class OnnxEncoders:
+    """Synchronous encoder calls; the gateway runs them in worker threads (ONNX Runtime drops the GIL)."""
+
+    def __init__(self, bundle: Bundle, requested: Sequence[str] = ("auto",), threads: int = 0) -> None:
+        providers = choose_providers(requested, ort.get_available_providers())
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.image = ort.InferenceSession(str(bundle.image_model), options, providers=providers)
+        self.text = ort.InferenceSession(str(bundle.text_model), options, providers=providers)
+        check_signature(bundle.image_model, bundle.manifest.image_encoder, self.image)
+        check_signature(bundle.text_model, bundle.manifest.text_encoder, self.text)
+        self.providers = self.image.get_providers()
+        log.info(
+            "ONNX Runtime providers for %s v%s: %s",
+            bundle.manifest.name,
+            bundle.manifest.version,
+            self.providers,
+        )
+
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        return self.image.run(None, {"pixels": pixels})[0]
+
+    def encode_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.text.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]

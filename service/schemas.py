@@ -1,0 +1,97 @@
+"""Request and response bodies of the HTTP API (DESIGN.md §4), with OpenAPI examples."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClassifyRequest(_Body):
+    images: list[str] = Field(description="base64-encoded images (or data: URLs)", examples=[[PNG_1PX]])
+    labels: list[str] | None = Field(default=None, examples=[["red circle", "blue square", "green star"]])
+    label_set: str | None = Field(
+        default=None, description="name of a registered label set instead of labels"
+    )
+    templates: list[str] | None = Field(
+        default=None,
+        description="prompt templates with {} for the label; default: the model's own",
+        examples=[["a photo of a {}."]],
+    )
+    top_k: int | None = Field(default=None, ge=1, description="return only the k best labels per image")
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float
+
+
+class ImageResult(BaseModel):
+    predictions: list[Prediction]
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: int
+
+
+class ClassifyResponse(BaseModel):
+    model: ModelRef
+    results: list[ImageResult]
+
+
+class EmbedImageRequest(_Body):
+    images: list[str] = Field(description="base64-encoded images", examples=[[PNG_1PX]])
+
+
+class EmbedTextRequest(_Body):
+    texts: list[str] = Field(examples=[["a photo of a red circle."]])
+
+
+class EmbedResponse(BaseModel):
+    model: ModelRef
+    dim: int
+    embeddings: list[list[float]]
+
+
+class LabelSetRequest(_Body):
+    labels: list[str] = Field(examples=[["red circle", "blue square"]])
+    templates: list[str] | None = Field(default=None, examples=[["a photo of a {}."]])
+
+
+class LabelSetResponse(BaseModel):
+    name: str
+    labels: list[str]
+    templates: list[str] | None
+    created_at: str
+    updated_at: str
+
+
+class LabelSetSummary(BaseModel):
+    name: str
+    count: int
+    updated_at: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: int
+    backend: str
+    providers: list[str]
+    embed_dim: int
+    image_size: int
+    loss: str
+    templates: list[str]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

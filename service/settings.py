@@ -1,0 +1,53 @@
+"""Gateway settings from environment variables with the ``LIT_`` prefix (pydantic-settings).
+
+Built by the caller (the console command or a test) and passed to ``create_app``: nothing is read at
+import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIT_", extra="forbid")
+
+    # What to serve
+    repository: Path = Field(default=Path("model_repository"), description="Triton model repository")
+    model_name: str | None = Field(default=None, description="bundle name (default: the only one)")
+    backend: Literal["onnxruntime", "triton"] = "onnxruntime"
+    providers: list[str] = Field(
+        default=["auto"],
+        description="ONNX Runtime providers in order: cpu, cuda, tensorrt, or auto (best installed)",
+    )
+    intra_op_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads per session (0 = auto)")
+
+    # Server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: list[str] = Field(default_factory=list, description="if set, every /v1 route needs one")
+    log_format: Literal["plain", "json"] = "plain"
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+    # Batching of image encoder work (embedded backend)
+    max_batch_size: int = Field(default=32, gt=0)
+    max_batch_wait_ms: float = Field(default=10.0, ge=0)
+    max_queue_images: int = Field(default=512, gt=0, description="images waiting beyond this get 429")
+    decode_threads: int = Field(default=4, gt=0)
+
+    # Caches and stores
+    text_cache_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    label_store: str = Field(default="label_sets", description="folder, file:///dir or sqlite:///path.db")
+
+    # Limits (DESIGN.md §6)
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_images: int = 64
+    max_image_pixels: int = 40_000_000
+    max_labels: int = 4096
+    max_labels_per_set: int = 50_000
+    max_label_chars: int = 300
+    max_texts: int = 4096

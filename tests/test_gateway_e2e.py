@@ -1,0 +1,188 @@
+"""The gateway as a real uvicorn process on the committed demo model."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+from tokenizers import Tokenizer
+
+from lit_bundle.preprocess import resize_and_crop
+from lit_bundle.repository import load_bundle
+from tests.gateway_server import REPOSITORY, running_gateway
+from training.data.synthetic import SyntheticWorld
+
+WORLD = SyntheticWorld(image_size=64, seed=4242)
+LABELS = WORLD.class_names[:10]
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def images(count: int) -> list[bytes]:
+    return [png(WORLD.sample("eval", i * 7)[0]) for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_gateway(tmp_path_factory.mktemp("gw")) as url:
+        yield url
+
+
+class Reference:
+    """Scores computed directly from the bundle's ONNX files and manifest, without the gateway."""
+
+    def __init__(self) -> None:
+        bundle = load_bundle(REPOSITORY)
+        self.manifest = bundle.manifest
+        self.image = ort.InferenceSession(str(bundle.image_model), providers=["CPUExecutionProvider"])
+        self.text = ort.InferenceSession(str(bundle.text_model), providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_file(str(bundle.tokenizer))
+
+    def scores(self, blobs: list[bytes], labels: list[str], templates: list[str] | None) -> np.ndarray:
+        spec = self.manifest.preprocess
+        pixels = np.stack(
+            [np.asarray(resize_and_crop(Image.open(io.BytesIO(b)).convert("RGB"), spec)) for b in blobs]
+        )
+        img = self.image.run(None, {"pixels": pixels})[0]
+        rows = []
+        for label in labels:
+            texts = [t.replace("{}", label) for t in (templates or self.manifest.templates)]
+            enc = self.tokenizer.encode_batch(texts)
+            feed = {
+                "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+            }
+            mean = self.text.run(None, feed)[0].mean(axis=0)
+            rows.append(mean / np.linalg.norm(mean))
+        logits = self.manifest.logit_scale * img @ np.stack(rows).T
+        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return weights / weights.sum(axis=1, keepdims=True)
+
+
+def as_matrix(response: dict, labels: list[str]) -> np.ndarray:
+    return np.array(
+        [
+            [{p["label"]: p["score"] for p in r["predictions"]}[label] for label in labels]
+            for r in response["results"]
+        ]
+    )
+
+
+@pytest.mark.parametrize("count", [1, 8])
+@pytest.mark.parametrize("templates", [None, ["a {} shape.", "a picture of a {}."]])
+@pytest.mark.parametrize("encoding", ["json", "multipart"])
+def test_classify_scores_equal_the_reference(server: str, count: int, templates, encoding: str) -> None:
+    blobs = images(count)
+    if encoding == "json":
+        body = {"images": [base64.b64encode(b).decode() for b in blobs], "labels": LABELS}
+        if templates:
+            body["templates"] = templates
+        response = httpx.post(f"{server}/v1/classify", json=body, timeout=60)
+    else:
+        data = {"labels": LABELS, **({"templates": templates} if templates else {})}
+        files = [("images", (f"{i}.png", b, "image/png")) for i, b in enumerate(blobs)]
+        response = httpx.post(f"{server}/v1/classify", data=data, files=files, timeout=60)
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    assert payload["model"] == {"name": "lit_demo", "version": 1}
+    assert len(payload["results"]) == count
+    for result in payload["results"]:
+        scores = [p["score"] for p in result["predictions"]]
+        assert scores == sorted(scores, reverse=True)
+    expected = Reference().scores(blobs, LABELS, templates)
+    assert np.abs(as_matrix(payload, LABELS) - expected).max() <= 1e-5
+
+
+def metric(server: str, name: str) -> float:
+    text = httpx.get(f"{server}/metrics").text
+    match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_cached_labels_skip_the_text_encoder(server: str) -> None:
+    labels = [f"label number {i}" for i in range(1000)]
+    body = {"images": [base64.b64encode(images(1)[0]).decode()], "labels": labels}
+    first = httpx.post(f"{server}/v1/classify", json=body, timeout=120)
+    assert first.status_code == 200
+    misses = metric(server, "lit_text_cache_misses_total")
+    hits = metric(server, "lit_text_cache_hits_total")
+    second = httpx.post(f"{server}/v1/classify", json=body, timeout=120)
+    assert second.status_code == 200
+    assert metric(server, "lit_text_cache_misses_total") == misses
+    assert metric(server, "lit_text_cache_hits_total") == hits + 1000
+    assert second.json()["results"] == first.json()["results"]
+    print(f"\n1,000 labels: first {first.elapsed.total_seconds() * 1000:.0f} ms, "
+          f"cached {second.elapsed.total_seconds() * 1000:.0f} ms")  # fmt: skip
+
+
+def test_concurrent_clients_are_batched_and_get_their_own_results(server: str) -> None:
+    blobs = [png(WORLD.sample("eval", 1000 + i)[0]) for i in range(32)]
+    expected = Reference().scores(blobs, LABELS, None).argmax(axis=1)
+    bodies = [{"images": [base64.b64encode(blob).decode()], "labels": LABELS} for blob in blobs]
+
+    async def clients() -> list[int]:
+        limits = httpx.Limits(max_connections=32)
+        async with httpx.AsyncClient(base_url=server, timeout=60, limits=limits) as client:
+            responses = await asyncio.gather(*(client.post("/v1/classify", json=body) for body in bodies))
+        assert all(r.status_code == 200 for r in responses)
+        return [LABELS.index(r.json()["results"][0]["predictions"][0]["label"]) for r in responses]
+
+    before_sum = metric(server, 'lit_batch_size_sum{encoder="image"}')
+    before_count = metric(server, 'lit_batch_size_count{encoder="image"}')
+    assert asyncio.run(clients()) == list(expected)
+    images_run = metric(server, 'lit_batch_size_sum{encoder="image"}') - before_sum
+    batches = metric(server, 'lit_batch_size_count{encoder="image"}') - before_count
+    assert images_run == 32
+    assert images_run / batches > 4, f"mean batch {images_run / batches:.1f}"
+
+
+def test_label_sets_survive_a_restart(tmp_path: Path) -> None:
+    with running_gateway(tmp_path) as url:
+        put = httpx.put(f"{url}/v1/label-sets/shapes", json={"labels": LABELS}, timeout=60)
+        assert put.status_code == 200, put.text
+    with running_gateway(tmp_path) as url:
+        got = httpx.get(f"{url}/v1/label-sets/shapes")
+        assert got.status_code == 200 and got.json()["labels"] == LABELS
+        assert [s["name"] for s in httpx.get(f"{url}/v1/label-sets").json()] == ["shapes"]
+        body = {"images": [base64.b64encode(images(1)[0]).decode()], "label_set": "shapes"}
+        assert httpx.post(f"{url}/v1/classify", json=body, timeout=60).status_code == 200
+        assert httpx.delete(f"{url}/v1/label-sets/shapes").status_code == 204
+        assert httpx.get(f"{url}/v1/label-sets/shapes").status_code == 404
+
+
+def test_health_models_and_docs(server: str) -> None:
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    info = httpx.get(f"{server}/v1/models").json()
+    assert (
+        info["name"] == "lit_demo"
+        and info["image_size"] == 64
+        and "CPUExecutionProvider" in info["providers"]
+    )
+    assert httpx.get(f"{server}/docs").status_code == 200
+    spec = httpx.get(f"{server}/openapi.json").json()
+    assert "/v1/classify" in spec["paths"]
+    assert httpx.get(f"{server}/v1/models").headers["x-request-id"]
+
+
+def test_service_imports_no_torch() -> None:
+    code = (
+        "import sys, service.app, service.cli\n"
+        "loaded = [m for m in sys.modules if m.startswith(('torch', 'training'))]\n"
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
