@@ -186,3 +186,21 @@ def test_service_imports_no_torch() -> None:
         "assert not loaded, loaded"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_concurrent_puts_of_one_label_set_leave_one_complete_set(server: str) -> None:
+    versions = [[f"writer {w} label {i}" for i in range(200)] for w in range(8)]
+
+    async def writers() -> list[int]:
+        async with httpx.AsyncClient(base_url=server, timeout=120) as client:
+            responses = await asyncio.gather(
+                *(client.put("/v1/label-sets/contested", json={"labels": labels}) for labels in versions)
+            )
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(writers()) == [200] * 8
+    stored = httpx.get(f"{server}/v1/label-sets/contested").json()["labels"]
+    assert stored in versions  # exactly one writer's list, whole, never a mix
+    body = {"images": [base64.b64encode(images(1)[0]).decode()], "label_set": "contested", "top_k": 3}
+    top = httpx.post(f"{server}/v1/classify", json=body, timeout=60).json()["results"][0]["predictions"]
+    assert len(top) == 3 and all(p["label"] in stored for p in top)
