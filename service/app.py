@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.decode import decode_base64
 from service.errors import ApiError
@@ -72,8 +73,37 @@ IMAGE_BODY = {
 
 
 def error_response(error: ApiError, request_id: str | None = None) -> JSONResponse:
-    headers = {"X-Request-ID": request_id} if request_id else None
+    headers = {"X-Request-ID": request_id} if request_id else {}
+    if error.status == 429:
+        headers["Retry-After"] = "1"
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+BODY_HINT = "send fewer or smaller images (multipart avoids base64's third more)"
+
+
+class BodyLimit:
+    """Refuse a body that grows past ``limit`` bytes while it streams in (a chunked upload has no
+    Content-Length for the middleware to check). The 413 is an HTTPException so that FastAPI's own body
+    reading passes it on instead of turning it into a 400."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise StarletteHTTPException(413, f"the body exceeds {self.limit:,} bytes: {BODY_HINT}")
+            return message
+
+        await self.app(scope, limited, send)
 
 
 def gateway(request: Request) -> Gateway:
@@ -84,8 +114,9 @@ GatewayDep = Annotated[Gateway, Depends(gateway)]
 
 
 def require_api_key(request: Request) -> None:
+    """Checked by the middleware for /v1 paths, before any body is read or parsed."""
     keys = request.app.state.settings.api_keys
-    if not keys:
+    if not keys or not (request.url.path + "/").startswith("/v1/"):
         return
     auth = request.headers.get("authorization", "")
     given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
@@ -105,6 +136,12 @@ async def with_timeout(request: Request, work: Awaitable[T]) -> T:
         ) from None
 
 
+def require_json(request: Request) -> None:
+    """For JSON-only routes: FastAPI would answer another media type with a 422 schema error."""
+    if not _is_json(request):
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+
+
 def parse_json(model: type[B], raw: bytes) -> B:
     try:
         return model.model_validate_json(raw)
@@ -122,7 +159,10 @@ async def read_image_request(request: Request) -> dict[str, Any]:
         return {**body.model_dump(exclude={"images"}), "images": [decode_base64(s) for s in body.images]}
     if content_type == "multipart/form-data":
         settings: Settings = request.app.state.settings
-        form = await request.form(max_files=settings.max_images + 1, max_fields=settings.max_labels + 100)
+        try:
+            form = await request.form(max_files=settings.max_images + 1, max_fields=settings.max_labels + 100)
+        except StarletteHTTPException as exc:  # Starlette's multipart parser: a limit, or malformed data
+            raise multipart_error(exc, settings) from None
         files = form.getlist("images")
         if any(not isinstance(f, UploadFile) for f in files):
             raise ApiError(400, "invalid_image_part", "each 'images' part must be a file upload")
@@ -130,7 +170,9 @@ async def read_image_request(request: Request) -> dict[str, Any]:
         try:
             top_k = int(top_k) if top_k else None
         except ValueError:
-            raise ApiError(422, "invalid_body", "top_k must be an integer") from None
+            raise ApiError(422, "invalid_body", "top_k must be an integer (see /docs)") from None
+        if top_k is not None and top_k < 1:
+            raise ApiError(422, "invalid_body", "top_k must be at least 1 (see /docs)")
         return {
             "images": [await f.read() for f in files],
             "labels": [str(v) for v in form.getlist("labels")] or None,
@@ -143,8 +185,21 @@ async def read_image_request(request: Request) -> dict[str, Any]:
     )
 
 
+def multipart_error(exc: StarletteHTTPException, settings: Settings) -> Exception:
+    detail = str(exc.detail)
+    if exc.status_code != 400:  # e.g. the streamed body limit (413)
+        return exc
+    if detail.startswith("Too many files"):
+        return ApiError(413, "too_many_images", f"too many image parts; the limit is {settings.max_images}")
+    if detail.startswith("Too many fields"):
+        return ApiError(413, "too_many_labels", f"too many form fields; at most {settings.max_labels} labels")
+    if detail.startswith("Part exceeded"):
+        return ApiError(413, "field_too_large", f"{detail} Send images as file parts")
+    return ApiError(400, "invalid_multipart", f"{detail} Send a well-formed multipart/form-data body")
+
+
 def build_router() -> APIRouter:
-    router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+    router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 
     @router.get("/models", response_model=ModelInfo, summary="The active model")
     async def models(gw: GatewayDep) -> ModelInfo:
@@ -196,12 +251,20 @@ def build_router() -> APIRouter:
             images = fields["images"]
         return gw.embed_response(await with_timeout(request, gw.embed_image_bytes(images)))
 
-    @router.post("/embed/text", response_model=EmbedResponse, summary="L2-normalised text embeddings")
+    @router.post(
+        "/embed/text",
+        response_model=EmbedResponse,
+        summary="L2-normalised text embeddings",
+        dependencies=[Depends(require_json)],
+    )
     async def embed_text(body: EmbedTextRequest, request: Request, gw: GatewayDep) -> EmbedResponse:
         return gw.embed_response(await with_timeout(request, gw.embed_texts(body.texts)))
 
     @router.put(
-        "/label-sets/{name}", response_model=LabelSetResponse, summary="Create or replace a label set"
+        "/label-sets/{name}",
+        response_model=LabelSetResponse,
+        summary="Create or replace a label set",
+        dependencies=[Depends(require_json)],
     )
     async def put_label_set(name: str, body: LabelSetRequest, request: Request, gw: GatewayDep) -> Any:
         stored = await with_timeout(request, gw.put_label_set(name, body.labels, body.templates))
@@ -258,6 +321,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    # Added before ``observe`` so it sits inside it: the 413 is raised in the route, not in the task
+    # BaseHTTPMiddleware reads the body from (which would surface as an exception group and a 500).
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -271,7 +337,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return error_response(ApiError(exc.status_code, code, str(exc.detail)))
 
     @app.middleware("http")
@@ -280,11 +348,14 @@ def create_app(settings: Settings) -> FastAPI:
         request.state.request_id = request_id
         began = time.perf_counter()
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            limit = settings.max_body_bytes
-            response = error_response(
-                ApiError(413, "body_too_large", f"the body exceeds {limit} bytes"), request_id
-            )
+        try:
+            require_api_key(request)
+            if length and length.isdigit() and int(length) > settings.max_body_bytes:
+                raise ApiError(
+                    413, "body_too_large", f"the body exceeds {settings.max_body_bytes:,} bytes: {BODY_HINT}"
+                )
+        except ApiError as exc:
+            response = error_response(exc, request_id)
         else:
             try:
                 response = await call_next(request)
