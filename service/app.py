@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
@@ -120,7 +121,7 @@ def require_api_key(request: Request) -> None:
         return
     auth = request.headers.get("authorization", "")
     given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
-    if given not in keys:
+    if given is None or not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
         raise ApiError(
             401, "unauthorized", "send a valid key as 'Authorization: Bearer <key>' or 'X-API-Key'"
         )

@@ -15,6 +15,7 @@ from service.decode import DecodeLimits, decode_image
 from service.errors import ApiError
 from service.label_store import LabelError, LabelSet, LabelStore, open_label_store, validate_labels
 from service.metrics import Metrics
+from service.onnx_backend import ProviderError
 from service.runtime import ModelRuntime
 from service.schemas import (
     ClassifyResponse,
@@ -24,6 +25,7 @@ from service.schemas import (
     ModelRef,
     Prediction,
 )
+from service.scoring import Scorer
 from service.settings import Settings
 from service.text_cache import TextEmbeddingCache
 
@@ -49,6 +51,7 @@ class Gateway:
             on_size=metrics.cache_entries.set,
         )
         self.store: LabelStore = open_label_store(settings.label_store)
+        self.scorer = Scorer.best_available()
         self.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         # One thread each: the image encoder (fed by the batcher) never waits behind text encoding.
         self.image_pool = ThreadPoolExecutor(1, thread_name_prefix="image-encoder")
@@ -68,7 +71,9 @@ class Gateway:
         self.batcher.start()
         try:
             self.runtime = await asyncio.to_thread(ModelRuntime.load, self.settings)
-        except Exception as exc:  # the process stays up and /readyz says why
+        except ProviderError:
+            raise  # a misconfigured provider is an operator error: refuse to start, never fall back
+        except Exception as exc:  # a missing or damaged bundle: the process stays up and /readyz says why
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("model not loaded: %s", self.load_error)
             return
@@ -215,10 +220,20 @@ class Gateway:
         top_k: int | None,
     ) -> ClassifyResponse:
         labels, chosen = await self.resolve_labels(labels, label_set, templates)
-        image_emb, matrix = await asyncio.gather(
-            self.embed_image_bytes(images), self.label_matrix(labels, chosen)
-        )
-        probs = self.model().probabilities(image_emb, matrix)
+        # A label set's matrix stays on the scoring device; its key changes whenever the set does.
+        key = (self.model().key, chosen, hash(tuple(labels))) if label_set is not None else None
+        if key is not None and self.scorer.holds(key):
+            image_emb, matrix = await self.embed_image_bytes(images), None
+        else:
+            image_emb, matrix = await asyncio.gather(
+                self.embed_image_bytes(images), self.label_matrix(labels, chosen)
+            )
+        m = self.model().bundle.manifest
+        try:
+            probs = self.scorer.probabilities(image_emb, matrix, m.logit_scale, m.logit_bias, m.loss, key)
+        except KeyError:  # evicted from the device between the check and the use: build it again
+            matrix = await self.label_matrix(labels, chosen)
+            probs = self.scorer.probabilities(image_emb, matrix, m.logit_scale, m.logit_bias, m.loss, key)
         k = min(top_k or len(labels), len(labels))
         results = []
         for row in probs:

@@ -51,7 +51,11 @@ class Scorer:
         log.info("scoring on the %s", scorer.device)
         return scorer
 
-    def _on_device(self, matrix: np.ndarray, key: Hashable | None) -> Any:
+    def holds(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._matrices
+
+    def _on_device(self, matrix: np.ndarray | None, key: Hashable | None) -> Any:
         if key is None:
             return self.xp.asarray(matrix)
         with self._lock:
@@ -59,6 +63,8 @@ class Scorer:
             if found is not None:
                 self._matrices.move_to_end(key)
                 return found
+        if matrix is None:
+            raise KeyError(f"no label matrix kept for {key!r}: pass the matrix")
         uploaded = self.xp.asarray(matrix)
         with self._lock:
             self._matrices[key] = uploaded
@@ -75,13 +81,16 @@ class Scorer:
     def probabilities(
         self,
         image_emb: np.ndarray,
-        label_matrix: np.ndarray,
+        label_matrix: np.ndarray | None,
         scale: float,
         bias: float | None,
         loss: str,
         key: Hashable | None = None,
     ) -> np.ndarray:
-        """Softmax over labels, or independent sigmoids for sigmoid-trained models."""
+        """Softmax over labels, or independent sigmoids for sigmoid-trained models.
+
+        ``label_matrix`` may be None when ``key`` names a matrix the scorer already holds.
+        """
         xp = self.xp
         logits = scale * (xp.asarray(image_emb) @ self._on_device(label_matrix, key).T)
         if loss == "sigmoid":

@@ -204,3 +204,11 @@ def test_concurrent_puts_of_one_label_set_leave_one_complete_set(server: str) ->
     body = {"images": [base64.b64encode(images(1)[0]).decode()], "label_set": "contested", "top_k": 3}
     top = httpx.post(f"{server}/v1/classify", json=body, timeout=60).json()["results"][0]["predictions"]
     assert len(top) == 3 and all(p["label"] in stored for p in top)
+
+
+def test_a_missing_provider_stops_the_gateway_with_a_clear_error(tmp_path: Path) -> None:
+    with (
+        pytest.raises(RuntimeError, match="cuda was requested"),
+        running_gateway(tmp_path, LIT_PROVIDERS='["cuda"]'),
+    ):
+        pass

@@ -35,6 +35,11 @@ def test_keyed_matrices_are_kept_and_evicted() -> None:
     # Same key: the kept matrix is used, even if the caller passes another array.
     b = scorer.probabilities(images, _normalised(3, 4, 9), 5.0, None, "softmax", key=("m:1", "set-a"))
     assert np.array_equal(a, b)
+    assert scorer.holds(("m:1", "set-a"))
+    c = scorer.probabilities(images, None, 5.0, None, "softmax", key=("m:1", "set-a"))
+    assert np.array_equal(a, c)
+    with pytest.raises(KeyError, match="pass the matrix"):
+        scorer.probabilities(images, None, 5.0, None, "softmax", key=("m:1", "unknown"))
     scorer.probabilities(images, first, 5.0, None, "softmax", key=("m:1", "set-b"))
     scorer.probabilities(images, first, 5.0, None, "softmax", key=("m:1", "set-c"))
     assert ("m:1", "set-a") not in scorer._matrices  # LRU eviction
