@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import time
 import uuid
@@ -24,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.decode import decode_base64
 from service.errors import ApiError
 from service.gateway import Gateway
+from service.logs import access_fields_line
 from service.metrics import Metrics
 from service.schemas import (
     ClassifyRequest,
@@ -296,12 +296,6 @@ def _is_json(request: Request) -> bool:
     return request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
 
 
-def _log_line(settings: Settings, fields: dict[str, Any]) -> str:
-    if settings.log_format == "json":
-        return json.dumps(fields)
-    return " ".join(f"{k}={v}" for k, v in fields.items())
-
-
 def create_app(settings: Settings) -> FastAPI:
     """A gateway for ``settings``; the model loads when the app starts (see ``/readyz``)."""
     metrics = Metrics()
@@ -371,10 +365,11 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.requests.labels(path, str(response.status_code)).inc()
         metrics.request_duration.labels(path).observe(elapsed)
         response.headers["X-Request-ID"] = request_id
-        log.info(_log_line(settings, {
+        fields = {
             "request_id": request_id, "method": request.method, "path": request.url.path,
             "status": response.status_code, "ms": round(1000 * elapsed, 1),
-        }))  # fmt: skip
+        }  # fmt: skip
+        log.info(access_fields_line(fields), extra={"fields": fields})
         return response
 
     @app.get("/healthz", summary="Liveness: 200 while the process runs")

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
 from service.app import create_app
+from service.logs import configure_logging
 from service.settings import Settings
 
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_format)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
 

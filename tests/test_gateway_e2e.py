@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import re
 import subprocess
 import sys
@@ -212,3 +213,31 @@ def test_a_missing_provider_stops_the_gateway_with_a_clear_error(tmp_path: Path)
         running_gateway(tmp_path, LIT_PROVIDERS='["cuda"]'),
     ):
         pass
+
+
+REQUIRED_METRICS = [
+    "lit_requests_total", "lit_request_duration_seconds_bucket", "lit_images_total", "lit_batch_size_bucket",
+    "lit_queue_depth", "lit_inference_duration_seconds_bucket", "lit_preprocess_duration_seconds_bucket",
+    "lit_text_cache_hits_total", "lit_text_cache_misses_total", "lit_text_cache_entries", "lit_model_info",
+    "lit_backend_errors_total",
+]  # fmt: skip
+
+
+def test_metrics_and_json_request_logs(tmp_path: Path) -> None:
+    with running_gateway(tmp_path, LIT_LOG_FORMAT="json") as url:
+        body = {"images": [base64.b64encode(images(1)[0]).decode()], "labels": LABELS}
+        response = httpx.post(f"{url}/v1/classify", json=body, headers={"X-Request-ID": "abc123"}, timeout=60)
+        assert response.status_code == 200 and response.headers["x-request-id"] == "abc123"
+        text = httpx.get(f"{url}/metrics").text
+        for name in REQUIRED_METRICS:
+            assert re.search(rf"^{name}", text, re.MULTILINE), name
+        assert 'lit_model_info{backend="onnxruntime",name="lit_demo",version="1"} 1.0' in text
+        assert 'lit_requests_total{route="/v1/classify",status="200"} 1.0' in text
+    log_text = "\n".join(p.read_text() for p in tmp_path.glob("gateway-*.log"))
+    lines = [
+        json.loads(line[line.index("{") :])
+        for line in log_text.splitlines()
+        if '"request_id": "abc123"' in line
+    ]
+    assert lines and lines[0]["path"] == "/v1/classify" and lines[0]["status"] == 200
+    assert "providers" in log_text and "CPUExecutionProvider" in log_text  # the provider choice is logged
