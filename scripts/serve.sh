@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"
 [ -x .venv-serve/bin/python ] || "$PYTHON" -m venv .venv-serve
-.venv-serve/bin/python -m pip install --quiet -e ".[serve]"
+.venv-serve/bin/python -m pip install --quiet -e ".[serve,cpu]"
 exec .venv-serve/bin/lit-serve
