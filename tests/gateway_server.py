@@ -24,8 +24,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_gateway(workdir: Path, **env: str) -> Iterator[str]:
-    """Yield the base URL of a gateway process that is ready; stop it afterwards."""
+def running_gateway(workdir: Path, ready_path: str = "/readyz", **env: str) -> Iterator[str]:
+    """Yield the base URL of a gateway process once ``ready_path`` answers 200; stop it afterwards.
+
+    ``ready_path="/healthz"`` is for gateways that are never meant to become ready (no model).
+    """
     port = free_port()
     environment = {
         **os.environ,
@@ -51,7 +54,7 @@ def running_gateway(workdir: Path, **env: str) -> Iterator[str]:
             if process.poll() is not None:
                 raise RuntimeError(f"gateway exited: {(workdir / f'gateway-{port}.log').read_text()[-3000:]}")
             try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{url}{ready_path}", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

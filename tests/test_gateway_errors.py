@@ -10,13 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.gateway_server import free_port, running_gateway
+from tests.gateway_server import running_gateway
 from tests.test_decode import blank_png, photo
 from tests.test_gateway_e2e import Reference, as_matrix
 from training.data.synthetic import SyntheticWorld
@@ -438,54 +434,13 @@ def test_health_and_metrics_stay_open(keyed: httpx.Client) -> None:
 # --- not ready: 503 -------------------------------------------------------------------------------------
 
 
-@contextmanager
-def live_gateway(workdir: Path, **env: str) -> Iterator[str]:
-    """Like ``running_gateway`` but waits only for /healthz: for gateways that never become ready."""
-    port = free_port()
-    environment = {
-        **os.environ,
-        "LIT_HOST": "127.0.0.1",
-        "LIT_PORT": str(port),
-        "LIT_LABEL_STORE": str(workdir / "label_sets"),
-        "LIT_INTRA_OP_THREADS": "1",
-        **env,
-    }
-    log_path = workdir / f"gateway-{port}.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli"],
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"gateway exited: {log_path.read_text()[-3000:]}")
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("gateway not live within 60 s")
-                time.sleep(0.1)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
 def test_not_ready_is_503_with_the_reason(tmp_path: Path) -> None:
     empty = tmp_path / "empty_repository"
     empty.mkdir()
-    with live_gateway(tmp_path, LIT_REPOSITORY=str(empty)) as url, httpx.Client(base_url=url) as session:
+    with (
+        running_gateway(tmp_path, "/healthz", LIT_REPOSITORY=str(empty)) as url,
+        httpx.Client(base_url=url) as session,
+    ):
         deadline = time.monotonic() + 30  # the load fails in the background; /readyz then says why
         while True:
             message = assert_error(session.get("/readyz"), 503, "not_ready")
