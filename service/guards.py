@@ -1,0 +1,59 @@
+"""Request guards that run before a route: body size while it streams, API keys; and the error response."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import ApiError
+
+
+def error_response(error: ApiError, request_id: str | None = None) -> JSONResponse:
+    headers = {"X-Request-ID": request_id} if request_id else {}
+    if error.status == 429:
+        headers["Retry-After"] = "1"
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+BODY_HINT = "send fewer or smaller images (multipart avoids base64's third more)"
+
+
+class BodyLimit:
+    """Refuse a body that grows past ``limit`` bytes while it streams in (a chunked upload has no
+    Content-Length for the middleware to check). The 413 is an HTTPException so that FastAPI's own body
+    reading passes it on instead of turning it into a 400."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise StarletteHTTPException(413, f"the body exceeds {self.limit:,} bytes: {BODY_HINT}")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def require_api_key(request: Request) -> None:
+    """Checked by the middleware for /v1 paths, before any body is read or parsed."""
+    keys = request.app.state.settings.api_keys
+    if not keys or not (request.url.path + "/").startswith("/v1/"):
+        return
+    auth = request.headers.get("authorization", "")
+    given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
+    if given is None or not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+        raise ApiError(
+            401, "unauthorized", "send a valid key as 'Authorization: Bearer <key>' or 'X-API-Key'"
+        )

@@ -1,0 +1,146 @@
+"""The /v1 routes (DESIGN.md §4): models, classify, embeddings and label sets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from service.decode import decode_base64
+from service.errors import ApiError
+from service.gateway import Gateway
+from service.request_bodies import IMAGE_BODY, is_json, parse_json, read_image_request, require_json
+from service.schemas import (
+    ClassifyRequest,
+    ClassifyResponse,
+    EmbedImageRequest,
+    EmbedResponse,
+    EmbedTextRequest,
+    ErrorBody,
+    LabelSetRequest,
+    LabelSetResponse,
+    LabelSetSummary,
+    ModelInfo,
+)
+
+T = TypeVar("T")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "bad input", 401: "missing or wrong API key", 404: "unknown label set",
+        413: "body, image or label list too large", 415: "unsupported media type or image format",
+        422: "schema error", 429: "overloaded", 503: "not ready", 504: "timed out",
+    }.items()
+}  # fmt: skip
+
+
+def gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(gateway)]
+
+
+async def with_timeout(request: Request, work: Awaitable[T]) -> T:
+    seconds = request.app.state.settings.request_timeout_s
+    try:
+        return await asyncio.wait_for(work, seconds)
+    except TimeoutError:
+        raise ApiError(
+            504, "timeout", f"the request took longer than {seconds:g} s: send fewer images"
+        ) from None
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
+
+    @router.get("/models", response_model=ModelInfo, summary="The active model")
+    async def models(gw: GatewayDep) -> ModelInfo:
+        return gw.info()
+
+    @router.post(
+        "/classify",
+        response_model=ClassifyResponse,
+        summary="Zero-shot classification of one or more images",
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": ClassifyRequest.model_json_schema()},
+                    **IMAGE_BODY["requestBody"]["content"],
+                },
+                "required": True,
+            }
+        },
+    )
+    async def classify(request: Request, gw: GatewayDep) -> ClassifyResponse:
+        fields = await read_image_request(request)
+        return await with_timeout(
+            request,
+            gw.classify(
+                fields["images"], fields["labels"], fields["label_set"], fields["templates"], fields["top_k"]
+            ),
+        )
+
+    @router.post(
+        "/embed/image",
+        response_model=EmbedResponse,
+        summary="L2-normalised image embeddings",
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": EmbedImageRequest.model_json_schema()},
+                    **IMAGE_BODY["requestBody"]["content"],
+                },
+                "required": True,
+            }
+        },
+    )
+    async def embed_image(request: Request, gw: GatewayDep) -> EmbedResponse:
+        if is_json(request):
+            images = [decode_base64(s) for s in parse_json(EmbedImageRequest, await request.body()).images]
+        else:
+            images = (await read_image_request(request))["images"]
+        return gw.embed_response(await with_timeout(request, gw.embed_image_bytes(images)))
+
+    @router.post(
+        "/embed/text",
+        response_model=EmbedResponse,
+        summary="L2-normalised text embeddings",
+        dependencies=[Depends(require_json)],
+    )
+    async def embed_text(body: EmbedTextRequest, request: Request, gw: GatewayDep) -> EmbedResponse:
+        return gw.embed_response(await with_timeout(request, gw.embed_texts(body.texts)))
+
+    @router.put(
+        "/label-sets/{name}",
+        response_model=LabelSetResponse,
+        summary="Create or replace a label set",
+        dependencies=[Depends(require_json)],
+    )
+    async def put_label_set(name: str, body: LabelSetRequest, request: Request, gw: GatewayDep) -> Any:
+        stored = await with_timeout(request, gw.put_label_set(name, body.labels, body.templates))
+        return stored.model_dump()
+
+    @router.get("/label-sets", response_model=list[LabelSetSummary], summary="All label sets")
+    async def list_label_sets(gw: GatewayDep) -> Any:
+        sets = await asyncio.to_thread(gw.store.list)
+        return [{"name": s.name, "count": len(s.labels), "updated_at": s.updated_at} for s in sets]
+
+    @router.get("/label-sets/{name}", response_model=LabelSetResponse, summary="One label set")
+    async def get_label_set(name: str, gw: GatewayDep) -> Any:
+        stored = await asyncio.to_thread(gw.store.get, name)
+        if stored is None:
+            raise ApiError(404, "unknown_label_set", f"no label set named {name!r}")
+        return stored.model_dump()
+
+    @router.delete("/label-sets/{name}", status_code=204, summary="Delete a label set")
+    async def delete_label_set(name: str, gw: GatewayDep) -> Response:
+        if not await asyncio.to_thread(gw.store.delete, name):
+            raise ApiError(404, "unknown_label_set", f"no label set named {name!r}")
+        return Response(status_code=204)
+
+    return router
