@@ -53,10 +53,10 @@ class DecodeLimits:
 def decode_image(data: bytes, spec: PreprocessSpec, limits: DecodeLimits) -> np.ndarray:
     """Decode, orient, convert to RGB and resize/crop like training does; return uint8 HWC."""
     if not data:
-        raise ApiError.bad_request("empty_image", "the image is empty (0 bytes): send the file's contents")
+        raise ApiError(400, "empty_image", "the image is empty (0 bytes): send the file's contents")
     if len(data) > limits.max_bytes:
-        raise ApiError.too_large(
-            "image_too_large", f"the image is {len(data):,} bytes; the limit is {limits.max_bytes:,}"
+        raise ApiError(
+            413, "image_too_large", f"the image is {len(data):,} bytes; the limit is {limits.max_bytes:,}"
         )
     # Pillow's own bomb check (global Image.MAX_IMAGE_PIXELS) is only a safety net behind ours; its warning
     # is made an error here. catch_warnings swaps the process-wide filter list, so concurrent decodes can
@@ -96,7 +96,8 @@ def decode_base64(text: str) -> bytes:
 
 
 def _invalid_base64(detail: str) -> ApiError:
-    return ApiError.bad_request(
+    return ApiError(
+        400,
         "invalid_base64",
         f"an image is not valid base64 ({detail}); send the file's bytes base64-encoded "
         "(standard alphabet) or as a data URL 'data:image/jpeg;base64,...'",
@@ -118,35 +119,41 @@ def _client_errors(limits: DecodeLimits) -> Iterator[None]:
     try:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ApiError.too_large(
+        raise ApiError(
+            413,
             "image_too_many_pixels",
             f"the image has more pixels than the limit of {limits.max_pixels:,} ({exc}); "
             "send a downscaled copy",
         ) from None
     except UnidentifiedImageError:
-        raise ApiError.unsupported_media_type(
+        raise ApiError(
+            415,
             "unsupported_image_format",
             f"the data is not an image in a supported format ({_formats_hint(limits)}) or its header "
             "is damaged; convert it to JPEG or PNG",
         ) from None
     except _DAMAGED as exc:
-        raise ApiError.bad_request(
-            "undecodable_image", f"the image data is damaged or incomplete ({exc}); re-send the complete file"
+        raise ApiError(
+            400,
+            "undecodable_image",
+            f"the image data is damaged or incomplete ({exc}); re-send the complete file",
         ) from None
 
 
 def _check_header(image: Image.Image, limits: DecodeLimits) -> None:
     """Refuse before decoding: only the allowed formats' parsers have seen the bytes, and only the header."""
     if image.format not in limits.formats:  # e.g. the JPEG parser answering MPO when MPO is not allowed
-        raise ApiError.unsupported_media_type(
+        raise ApiError(
+            415,
             "unsupported_image_format",
             f"{image.format} images are not supported; send one of {_formats_hint(limits)}",
         )
     width, height = image.size
     if width < 1 or height < 1:
-        raise ApiError.bad_request("undecodable_image", f"the image is {width}x{height} pixels: it is empty")
+        raise ApiError(400, "undecodable_image", f"the image is {width}x{height} pixels: it is empty")
     if width * height > limits.max_pixels:
-        raise ApiError.too_large(
+        raise ApiError(
+            413,
             "image_too_many_pixels",
             f"the image is {width}x{height} = {width * height:,} pixels; the limit is "
             f"{limits.max_pixels:,}: send a downscaled copy",
@@ -184,8 +191,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
             return _on_white(image.convert("RGBA"))
         return image.convert("RGB")  # P, L, 1, CMYK, YCbCr, ...
     except ValueError:
-        raise ApiError.unsupported_media_type(
-            "unsupported_image_format", f"images in colour mode {image.mode} are not supported; send RGB"
+        raise ApiError(
+            415, "unsupported_image_format", f"images in colour mode {image.mode} are not supported; send RGB"
         ) from None
 
 

@@ -24,39 +24,3 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message}}
-
-    @classmethod
-    def bad_request(cls, code: str, message: str) -> ApiError:
-        return cls(400, code, message)
-
-    @classmethod
-    def unauthorized(cls, code: str, message: str) -> ApiError:
-        return cls(401, code, message)
-
-    @classmethod
-    def not_found(cls, code: str, message: str) -> ApiError:
-        return cls(404, code, message)
-
-    @classmethod
-    def too_large(cls, code: str, message: str) -> ApiError:
-        return cls(413, code, message)
-
-    @classmethod
-    def unsupported_media_type(cls, code: str, message: str) -> ApiError:
-        return cls(415, code, message)
-
-    @classmethod
-    def unprocessable(cls, code: str, message: str) -> ApiError:
-        return cls(422, code, message)
-
-    @classmethod
-    def overloaded(cls, code: str, message: str) -> ApiError:
-        return cls(429, code, message)
-
-    @classmethod
-    def not_ready(cls, code: str, message: str) -> ApiError:
-        return cls(503, code, message)
-
-    @classmethod
-    def timeout(cls, code: str, message: str) -> ApiError:
-        return cls(504, code, message)
