@@ -116,12 +116,6 @@ def referenced_files(manifest: Manifest) -> list[str]:
     return [manifest.image_encoder.file, manifest.text_encoder.file, manifest.text.tokenizer]
 
 
-def with_hashes(manifest: Manifest, repository: Path) -> Manifest:
-    """The manifest with ``files`` filled in from the files as they are on disk now."""
-    files = {rel: sha256_file(Path(repository) / rel) for rel in referenced_files(manifest)}
-    return manifest.model_copy(update={"files": files})
-
-
 def read_manifest(path: Path) -> Manifest:
     """Parse a manifest file, refusing unknown schema versions with a clear error."""
     path = Path(path)

@@ -52,6 +52,9 @@ class Gateway:
         )
         self.store: LabelStore = open_label_store(settings.label_store)
         self.scorer = Scorer.best_available()
+        self.decode_limits = DecodeLimits(
+            max_pixels=settings.max_image_pixels, max_bytes=settings.max_body_bytes
+        )
         self.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         # One thread each: the image encoder (fed by the batcher) never waits behind text encoding.
         self.image_pool = ThreadPoolExecutor(1, thread_name_prefix="image-encoder")
@@ -128,11 +131,8 @@ class Gateway:
 
     def _decode(self, data: bytes) -> np.ndarray:
         began = time.perf_counter()
-        limits = DecodeLimits(
-            max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_body_bytes
-        )
         try:
-            return decode_image(data, self.model().bundle.manifest.preprocess, limits)
+            return decode_image(data, self.model().bundle.manifest.preprocess, self.decode_limits)
         finally:
             self.metrics.preprocess_duration.observe(time.perf_counter() - began)
 

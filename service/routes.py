@@ -7,6 +7,7 @@ from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel
 
 from service.decode import decode_base64
 from service.errors import ApiError
@@ -26,6 +27,15 @@ from service.schemas import (
 )
 
 T = TypeVar("T")
+
+
+def image_request_body(json_model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a route that takes the JSON model (base64 images) or multipart file parts."""
+    content = {
+        "application/json": {"schema": json_model.model_json_schema()},
+        **IMAGE_BODY["requestBody"]["content"],
+    }
+    return {"requestBody": {"content": content, "required": True}}
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -66,15 +76,7 @@ def build_router() -> APIRouter:
         "/classify",
         response_model=ClassifyResponse,
         summary="Zero-shot classification of one or more images",
-        openapi_extra={
-            "requestBody": {
-                "content": {
-                    "application/json": {"schema": ClassifyRequest.model_json_schema()},
-                    **IMAGE_BODY["requestBody"]["content"],
-                },
-                "required": True,
-            }
-        },
+        openapi_extra=image_request_body(ClassifyRequest),
     )
     async def classify(request: Request, gw: GatewayDep) -> ClassifyResponse:
         fields = await read_image_request(request)
@@ -89,15 +91,7 @@ def build_router() -> APIRouter:
         "/embed/image",
         response_model=EmbedResponse,
         summary="L2-normalised image embeddings",
-        openapi_extra={
-            "requestBody": {
-                "content": {
-                    "application/json": {"schema": EmbedImageRequest.model_json_schema()},
-                    **IMAGE_BODY["requestBody"]["content"],
-                },
-                "required": True,
-            }
-        },
+        openapi_extra=image_request_body(EmbedImageRequest),
     )
     async def embed_image(request: Request, gw: GatewayDep) -> EmbedResponse:
         if is_json(request):

@@ -17,16 +17,9 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from lit_bundle.manifest import write_text_atomic
+
 LATEST = "latest"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def save_checkpoint(
@@ -53,7 +46,7 @@ def save_checkpoint(
         os.rename(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _write_text_atomic(out_dir / LATEST, target.name + "\n")
+    write_text_atomic(out_dir / LATEST, target.name + "\n")
     return target
 
 

@@ -82,7 +82,7 @@ def train_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="a step-XXXXXXX folder or a run folder")],
+    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint folder (step-0001200) or a run folder")],
     templates: Annotated[str | None, typer.Option(help="imagenet80, imagenet7, demo or a file")] = None,
     out: Annotated[Path | None, typer.Option(help="report folder (default: <checkpoint>/report)")] = None,
     size: Annotated[int | None, typer.Option(help="synthetic evaluation images")] = None,
@@ -181,7 +181,7 @@ Activate = Annotated[
 
 @app.command("export")
 def export_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="a step-XXXXXXX folder or a run folder")],
+    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint folder (step-0001200) or a run folder")],
     name: Annotated[str, typer.Option(help="bundle name (Triton models <name>_image, <name>_text)")] = "lit",
     repository: Repository = Path("model_repository"),
     fp16: Fp16 = False,

@@ -166,18 +166,15 @@ def verify_export(
     image_graph = ImageGraph(request.image_encoder, request.preprocess).eval()
     text_graph = TextGraph(request.text_encoder).eval()
     pixels = image_batch(request.check_images, request.preprocess)
+    chunks = np.array_split(pixels, max(1, len(pixels) // 64))
     tokens = token_batch(request.tokenizer, request.check_texts)
     with torch.no_grad():
-        torch_img = torch.cat(
-            [image_graph(torch.from_numpy(c)) for c in np.array_split(pixels, max(1, len(pixels) // 64))]
-        )
+        torch_img = torch.cat([image_graph(torch.from_numpy(c)) for c in chunks])
         torch_txt = text_graph(
             torch.from_numpy(tokens["input_ids"]), torch.from_numpy(tokens["attention_mask"])
         )
     image_session, text_session = _session(image_onnx), _session(text_onnx)
-    onnx_img = np.concatenate(
-        [image_session.run(None, {"pixels": c})[0] for c in np.array_split(pixels, max(1, len(pixels) // 64))]
-    )
+    onnx_img = np.concatenate([image_session.run(None, {"pixels": c})[0] for c in chunks])
     onnx_txt = text_session.run(None, tokens)[0]
     image_diff = _compare("image embeddings", torch_img.numpy(), onnx_img, tolerance)
     text_diff = _compare("text embeddings", torch_txt.numpy(), onnx_txt, tolerance)

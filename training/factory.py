@@ -39,8 +39,8 @@ def load_trained(checkpoint: Path) -> tuple[LiTModel, TrainConfig]:
     checkpoint = Path(checkpoint)
     if not (checkpoint / "model.safetensors").is_file():
         raise FileNotFoundError(
-            f"{checkpoint} is not a checkpoint (no model.safetensors): pass a step-XXXXXXX folder, "
-            "or a run folder holding a 'latest' file"
+            f"{checkpoint} is not a checkpoint (no model.safetensors): pass a checkpoint folder such as "
+            "step-0001200, or a run folder holding a 'latest' file"
         )
     cfg = TrainConfig.model_validate(json.loads((checkpoint / "config.json").read_text()))
     model = build_model(
