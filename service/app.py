@@ -107,9 +107,9 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/readyz", summary="Readiness: 200 once a model is loaded and its backend answers")
     async def readyz(request: Request) -> JSONResponse:
         gw: Gateway = request.app.state.gateway
-        if gw.runtime is None:
-            reason = gw.load_error or "the model is still loading"
-            return error_response(ApiError(503, "not_ready", reason))
+        reason = await gw.readiness()
+        if reason is not None or gw.runtime is None:
+            return error_response(ApiError(503, "not_ready", reason or "the model is still loading"))
         m = gw.runtime.bundle.manifest
         return JSONResponse({"status": "ready", "model": {"name": m.name, "version": m.version}})
 

@@ -1,23 +1,17 @@
-"""Dynamic batching: image requests from many clients run through the encoder as one batch.
+"""Dynamic batching for the embedded backend: image requests from many clients run as one batch.
 
-Requests wait at most ``max_wait_s`` for company (or until ``max_batch`` images are gathered). The queue
-is bounded in images: a request that would overflow it is refused at once (429), so overload never turns
-into unbounded memory growth.
+Requests wait at most ``max_wait_s`` for company (or until ``max_batch`` images are gathered). How many
+may wait is bounded by the gateway's :class:`~service.backlog.Backlog`, not here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-
-
-class QueueFull(Exception):
-    pass
 
 
 @dataclass
@@ -29,25 +23,16 @@ class _Job:
 class Batcher:
     def __init__(
         self,
-        run: Callable[[np.ndarray], np.ndarray],
-        executor: Executor,
+        run: Callable[[np.ndarray], Awaitable[np.ndarray]],
         max_batch: int,
         max_wait_s: float,
-        max_queue: int,
         on_batch: Callable[[int], None] = lambda size: None,
-        on_depth: Callable[[int], None] = lambda depth: None,
     ) -> None:
-        self._run, self._executor = run, executor
-        self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
-        self._on_batch, self._on_depth = on_batch, on_depth
+        self._run = run
+        self.max_batch, self.max_wait_s = max_batch, max_wait_s
+        self._on_batch = on_batch
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._waiting = 0
         self._worker: asyncio.Task | None = None
-
-    @property
-    def depth(self) -> int:
-        """Images queued or running."""
-        return self._waiting
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._serve())
@@ -60,17 +45,9 @@ class Batcher:
 
     async def submit(self, items: np.ndarray) -> np.ndarray:
         """Encode ``items`` (a batch along axis 0) together with whatever else is waiting."""
-        if self._waiting + len(items) > self.max_queue:
-            raise QueueFull(f"{self._waiting} images are already queued (limit {self.max_queue})")
         job = _Job(items, asyncio.get_running_loop().create_future())
-        self._waiting += len(items)
-        self._on_depth(self._waiting)
         await self._queue.put(job)
-        try:
-            return await job.future
-        finally:
-            self._waiting -= len(items)
-            self._on_depth(self._waiting)
+        return await job.future
 
     async def _gather(self) -> list[_Job]:
         jobs = [await self._queue.get()]
@@ -91,7 +68,6 @@ class Batcher:
         return jobs
 
     async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             jobs = await self._gather()
             live = [job for job in jobs if not job.future.done()]  # cancelled callers are dropped
@@ -103,7 +79,7 @@ class Batcher:
                 for start in range(0, len(batch), self.max_batch):
                     chunk = batch[start : start + self.max_batch]
                     self._on_batch(len(chunk))
-                    outputs.append(await loop.run_in_executor(self._executor, self._run, chunk))
+                    outputs.append(await self._run(chunk))
                 result = np.concatenate(outputs)
             except Exception as exc:  # the batch fails for every caller in it, the worker lives on
                 for job in live:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
-from service.batcher import Batcher, QueueFull
+from service.backlog import Backlog, QueueFull
+from service.batcher import Batcher
 from service.decode import DecodeLimits, decode_image
+from service.encoders import BackendConfigError, BackendError, BackendUnavailable
 from service.errors import ApiError
 from service.label_store import LabelError, LabelSet, LabelStore, open_label_store, validate_labels
 from service.metrics import Metrics
-from service.onnx_backend import ProviderError
 from service.runtime import ModelRuntime
 from service.schemas import (
     ClassifyResponse,
@@ -30,6 +33,8 @@ from service.settings import Settings
 from service.text_cache import TextEmbeddingCache
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LABEL_STATUS = {"empty_labels": 400, "blank_label": 400, "too_many_labels": 413, "label_too_long": 422}
 
@@ -56,26 +61,28 @@ class Gateway:
             max_pixels=settings.max_image_pixels, max_bytes=settings.max_body_bytes
         )
         self.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
-        # One thread each: the image encoder (fed by the batcher) never waits behind text encoding.
-        self.image_pool = ThreadPoolExecutor(1, thread_name_prefix="image-encoder")
-        self.text_pool = ThreadPoolExecutor(1, thread_name_prefix="text-encoder")
-        self.batcher = Batcher(
-            self._run_image_encoder,
-            self.image_pool,
-            settings.max_batch_size,
-            settings.max_batch_wait_ms / 1000.0,
-            settings.max_queue_images,
-            on_batch=metrics.batch_size.labels("image").observe,
-            on_depth=metrics.queue_depth.set,
+        self.backlog = Backlog(settings.max_queue_images, on_depth=metrics.queue_depth.set)
+        # The embedded backend batches here; Triton batches concurrent requests with its own batcher.
+        self.batcher = (
+            Batcher(
+                self._run_image_encoder,
+                settings.max_batch_size,
+                settings.max_batch_wait_ms / 1000.0,
+                on_batch=metrics.batch_size.labels("image").observe,
+            )
+            if settings.backend == "onnxruntime"
+            else None
         )
+        self._warming: asyncio.Task | None = None
 
     # Life cycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
-        self.batcher.start()
+        if self.batcher is not None:
+            self.batcher.start()
         try:
-            self.runtime = await asyncio.to_thread(ModelRuntime.load, self.settings)
-        except ProviderError:
-            raise  # a misconfigured provider is an operator error: refuse to start, never fall back
+            self.runtime = await ModelRuntime.load(self.settings)
+        except BackendConfigError:
+            raise  # a misconfigured backend is an operator error: refuse to start, never fall back
         except Exception as exc:  # a missing or damaged bundle: the process stays up and /readyz says why
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("model not loaded: %s", self.load_error)
@@ -85,7 +92,11 @@ class Gateway:
         self._warming = asyncio.get_running_loop().create_task(self.warm_label_sets())
 
     async def warm_label_sets(self) -> None:
-        """Encode stored label sets for this model version, so their first use is a cache hit."""
+        """Encode stored label sets for this model version (once the backend answers), so their first
+        use is a cache hit."""
+        while (reason := await self.readiness()) is not None:
+            log.info("label sets wait for the backend: %s", reason)
+            await asyncio.sleep(1.0)
         for label_set in await asyncio.to_thread(self.store.list):
             try:
                 _, templates = await self.resolve_labels(label_set.labels[:1], None, label_set.templates)
@@ -94,24 +105,39 @@ class Gateway:
                 log.warning("could not encode label set %s: %s", label_set.name, exc)
 
     async def stop(self) -> None:
-        await self.batcher.stop()
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
+        if self.batcher is not None:
+            await self.batcher.stop()
+        if self.runtime is not None:
+            await self.runtime.encoders.close()
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
-        self.image_pool.shutdown(wait=False, cancel_futures=True)
-        self.text_pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()
+
+    async def readiness(self) -> str | None:
+        """None when a model is loaded and its backend can serve it, else why not."""
+        if self.runtime is None:
+            return self.load_error or "the model is still loading"
+        reason = await self.runtime.encoders.readiness()
+        self.metrics.backend_up.set(0 if reason else 1)
+        return reason
 
     def model(self) -> ModelRuntime:
         if self.runtime is None:
             raise ApiError(503, "not_ready", f"no model is loaded ({self.load_error or 'still loading'})")
         return self.runtime
 
-    def info(self) -> ModelInfo:
+    async def info(self) -> ModelInfo:
         runtime = self.model()
+        if runtime.encoders.version() is None:
+            await self.readiness()  # the Triton backend learns the server's version when it first answers
         m = runtime.bundle.manifest
         return ModelInfo(
-            name=m.name, version=m.version, backend=self.settings.backend,
-            providers=runtime.encoders.providers, embed_dim=m.embed_dim, image_size=m.preprocess.size,
-            loss=m.loss, templates=list(m.templates),
+            name=m.name, version=m.version, backend=runtime.encoders.name,
+            backend_version=runtime.encoders.version(), providers=runtime.encoders.providers(),
+            embed_dim=m.embed_dim, image_size=m.preprocess.size, loss=m.loss, templates=list(m.templates),
         )  # fmt: skip
 
     def ref(self) -> ModelRef:
@@ -119,15 +145,28 @@ class Gateway:
         return ModelRef(name=m.name, version=m.version)
 
     # Encoders -------------------------------------------------------------------------------------
-    def _run_image_encoder(self, pixels: np.ndarray) -> np.ndarray:
+    async def _backend_call(self, encoder: str, work: Awaitable[T]) -> T:
+        """Await encoder work, timed and counted, with backend failures turned into API errors."""
         began = time.perf_counter()
         try:
-            return self.model().encoders.encode_images(pixels)
+            result = await work
+        except BackendUnavailable as exc:
+            self.metrics.backend_errors.inc()
+            self.metrics.backend_up.set(0)
+            raise ApiError(503, "backend_unavailable", str(exc)) from None
+        except BackendError as exc:
+            self.metrics.backend_errors.inc()
+            raise ApiError(502, "backend_error", str(exc)) from None
         except Exception:
             self.metrics.backend_errors.inc()
             raise
         finally:
-            self.metrics.inference_duration.labels("image").observe(time.perf_counter() - began)
+            self.metrics.inference_duration.labels(encoder).observe(time.perf_counter() - began)
+        self.metrics.backend_up.set(1)
+        return result
+
+    async def _run_image_encoder(self, pixels: np.ndarray) -> np.ndarray:
+        return await self._backend_call("image", self.model().encoders.encode_images(pixels))
 
     def _decode(self, data: bytes) -> np.ndarray:
         began = time.perf_counter()
@@ -147,14 +186,20 @@ class Gateway:
             )
         self.model()
         self.metrics.images.inc(len(images))
-        loop = asyncio.get_running_loop()
-        pixels = await asyncio.gather(
-            *(loop.run_in_executor(self.decode_pool, self._decode, d) for d in images)
-        )
         try:
-            return await self.batcher.submit(np.stack(pixels))
+            with self.backlog.hold(len(images)):  # counted before decoding: the bound covers decode memory
+                return await self._decode_and_encode(images)
         except QueueFull as exc:
             raise ApiError(429, "overloaded", f"the server is busy ({exc}): retry with backoff") from None
+
+    async def _decode_and_encode(self, images: Sequence[bytes]) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        decoding = (loop.run_in_executor(self.decode_pool, self._decode, data) for data in images)
+        pixels = np.stack(await asyncio.gather(*decoding))
+        if self.batcher is not None:
+            return await self.batcher.submit(pixels)
+        self.metrics.batch_size.labels("image").observe(len(pixels))
+        return await self._run_image_encoder(pixels)
 
     async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -163,12 +208,7 @@ class Gateway:
             raise ApiError(
                 413, "too_many_texts", f"{len(texts)} texts; the limit is {self.settings.max_texts}"
             )
-        runtime = self.model()
-        began = time.perf_counter()
-        embeddings = await asyncio.get_running_loop().run_in_executor(
-            self.text_pool, runtime.encode_texts, texts
-        )
-        self.metrics.inference_duration.labels("text").observe(time.perf_counter() - began)
+        embeddings = await self._backend_call("text", self.model().encode_texts(texts))
         self.metrics.batch_size.labels("text").observe(len(texts))
         return embeddings
 
@@ -202,11 +242,7 @@ class Gateway:
         hits, missing = self.cache.get_many(runtime.key, templates, labels)
         if missing:
             new = [labels[i] for i in missing]
-            began = time.perf_counter()
-            fresh = await asyncio.get_running_loop().run_in_executor(
-                self.text_pool, runtime.encode_labels, new, templates
-            )
-            self.metrics.inference_duration.labels("text").observe(time.perf_counter() - began)
+            fresh = await self._backend_call("text", runtime.encode_labels(new, templates))
             self.cache.put_many(runtime.key, templates, new, fresh)
             hits.update(zip(missing, fresh, strict=True))
         return np.stack([hits[i] for i in range(len(labels))])

@@ -41,3 +41,6 @@ class Metrics:
             "lit_model_info", "The active model", ["name", "version", "backend"], registry=r
         )
         self.backend_errors = Counter("lit_backend_errors", "Failed encoder calls", registry=r)
+        self.backend_up = Gauge(
+            "lit_backend_up", "1 if the backend answered the last call or readiness check, else 0", registry=r
+        )

@@ -7,14 +7,17 @@ asked for by name but is missing is an error, never a silent fall-back to the CP
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
 
 from lit_bundle.repository import Bundle
 from lit_bundle.signature import check_signature
+from service.encoders import BackendConfigError
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,7 @@ PROVIDERS = {
 }
 
 
-class ProviderError(RuntimeError):
+class ProviderError(BackendConfigError):
     pass
 
 
@@ -51,7 +54,11 @@ def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list
 
 
 class OnnxEncoders:
-    """Synchronous encoder calls; the gateway runs them in worker threads (ONNX Runtime drops the GIL)."""
+    """ONNX Runtime sessions, each called from its own worker thread (ONNX Runtime drops the GIL), so the
+    image encoder (fed by the gateway's batcher) never waits behind text encoding."""
+
+    name = "onnxruntime"
+    batches_images = False
 
     def __init__(self, bundle: Bundle, requested: Sequence[str] = ("auto",), threads: int = 0) -> None:
         providers = choose_providers(requested, ort.get_available_providers())
@@ -61,16 +68,35 @@ class OnnxEncoders:
         self.text = ort.InferenceSession(str(bundle.text_model), options, providers=providers)
         check_signature(bundle.image_model, bundle.manifest.image_encoder, self.image)
         check_signature(bundle.text_model, bundle.manifest.text_encoder, self.text)
-        self.providers = self.image.get_providers()
+        self.image_input = bundle.manifest.image_encoder.inputs[0].name
+        self._image_thread = ThreadPoolExecutor(1, thread_name_prefix="image-encoder")
+        self._text_thread = ThreadPoolExecutor(1, thread_name_prefix="text-encoder")
         log.info(
             "ONNX Runtime providers for %s v%s: %s",
             bundle.manifest.name,
             bundle.manifest.version,
-            self.providers,
+            self.providers(),
         )
 
-    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        return self.image.run(None, {"pixels": pixels})[0]
+    async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        run = self.image.run
+        feeds = {self.image_input: pixels}
+        return (await asyncio.get_running_loop().run_in_executor(self._image_thread, run, None, feeds))[0]
 
-    def encode_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.text.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+    async def encode_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        run = self.text.run
+        return (await asyncio.get_running_loop().run_in_executor(self._text_thread, run, None, feeds))[0]
+
+    async def readiness(self) -> str | None:
+        return None  # the sessions exist, so they can run
+
+    def providers(self) -> list[str]:
+        return self.image.get_providers()
+
+    def version(self) -> str:
+        return f"onnxruntime {ort.__version__}"
+
+    async def close(self) -> None:
+        self._image_thread.shutdown(wait=False, cancel_futures=True)
+        self._text_thread.shutdown(wait=False, cancel_futures=True)

@@ -43,7 +43,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, text in {
         400: "bad input", 401: "missing or wrong API key", 404: "unknown label set",
         413: "body, image or label list too large", 415: "unsupported media type or image format",
-        422: "schema error", 429: "overloaded", 503: "not ready", 504: "timed out",
+        422: "schema error", 429: "overloaded", 502: "the backend refused the work",
+        503: "not ready, or the backend is down", 504: "timed out",
     }.items()
 }  # fmt: skip
 
@@ -70,7 +71,7 @@ def build_router() -> APIRouter:
 
     @router.get("/models", response_model=ModelInfo, summary="The active model")
     async def models(gw: GatewayDep) -> ModelInfo:
-        return gw.info()
+        return await gw.info()
 
     @router.post(
         "/classify",

@@ -80,8 +80,11 @@ class LabelSetSummary(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     version: int
-    backend: str
-    providers: list[str]
+    backend: str = Field(description="onnxruntime (embedded) or triton")
+    backend_version: str | None = Field(
+        default=None, description="e.g. onnxruntime 1.32.0 or triton 2.51.0; null until Triton has answered"
+    )
+    providers: list[str] = Field(description="ONNX Runtime execution providers, or the Triton endpoint")
     embed_dim: int
     image_size: int
     loss: str

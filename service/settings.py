@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads per session (0 = auto)")
 
+    # Triton backend (LIT_BACKEND=triton): Triton serves the same model repository as LIT_REPOSITORY
+    triton_url: str = Field(default="127.0.0.1:8001", description="host:port, without a scheme")
+    triton_protocol: Literal["grpc", "http"] = Field(default="grpc", description="grpc (8001) or http (8000)")
+    triton_timeout_s: float = Field(default=10.0, gt=0, description="per call to Triton")
+    triton_retries: int = Field(default=2, ge=0, description="extra attempts after a transient failure")
+    triton_backoff_ms: float = Field(default=50.0, ge=0, description="first retry delay; doubles per retry")
+
     # Server
     host: str = "127.0.0.1"
     port: int = 8000
@@ -33,7 +40,7 @@ class Settings(BaseSettings):
     log_format: Literal["plain", "json"] = "plain"
     request_timeout_s: float = Field(default=30.0, gt=0)
 
-    # Batching of image encoder work (embedded backend)
+    # Batching of image encoder work (embedded backend; Triton batches with its own dynamic batcher)
     max_batch_size: int = Field(default=32, gt=0)
     max_batch_wait_ms: float = Field(default=10.0, ge=0)
     max_queue_images: int = Field(default=512, gt=0, description="images waiting beyond this get 429")
@@ -51,3 +58,10 @@ class Settings(BaseSettings):
     max_labels_per_set: int = 50_000
     max_label_chars: int = 300
     max_texts: int = 4096
+
+    @field_validator("triton_url")
+    @classmethod
+    def _host_and_port(cls, url: str) -> str:
+        if "://" in url or "/" in url:
+            raise ValueError(f"{url!r}: LIT_TRITON_URL is host:port without scheme or path, e.g. triton:8001")
+        return url

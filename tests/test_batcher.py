@@ -1,35 +1,34 @@
-"""The dynamic batcher and the provider choice, without HTTP."""
+"""The dynamic batcher, the backlog bound and the provider choice, without HTTP."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from service.batcher import Batcher, QueueFull
+from service.backlog import Backlog, QueueFull
+from service.batcher import Batcher
 from service.onnx_backend import ProviderError, choose_providers
 
 
 def run_batcher(test, **options):
     async def main():
         sizes: list[int] = []
-        calls = threading.Lock()
+        running = asyncio.Lock()
 
-        def double(batch: np.ndarray) -> np.ndarray:
-            with calls:
+        async def double(batch: np.ndarray) -> np.ndarray:
+            assert not running.locked(), "the batcher runs one batch at a time"
+            async with running:
+                await asyncio.sleep(0.01)
                 return batch * 2
 
-        pool = ThreadPoolExecutor(1)
-        batcher = Batcher(options.pop("run", double), pool, on_batch=sizes.append, **options)
+        batcher = Batcher(options.pop("run", double), on_batch=sizes.append, **options)
         batcher.start()
         try:
             return await test(batcher, sizes)
         finally:
             await batcher.stop()
-            pool.shutdown()
 
     return asyncio.run(main())
 
@@ -43,23 +42,29 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows() -> None:
         assert sum(sizes) == 20 and max(sizes) > 1
         return sizes
 
-    sizes = run_batcher(test, max_batch=8, max_wait_s=0.05, max_queue=100)
+    sizes = run_batcher(test, max_batch=8, max_wait_s=0.05)
     assert all(size <= 8 for size in sizes)
 
 
-def test_a_full_queue_refuses_at_once() -> None:
-    async def test(batcher: Batcher, sizes):
-        with pytest.raises(QueueFull):
-            await batcher.submit(np.zeros((5, 2), dtype=np.float32))
-        assert batcher.depth == 0
-
-    run_batcher(test, max_batch=8, max_wait_s=0.01, max_queue=4)
+def test_the_backlog_refuses_past_its_limit_and_frees_on_exit() -> None:
+    depths: list[int] = []
+    backlog = Backlog(4, on_depth=depths.append)
+    with pytest.raises(QueueFull, match="limit 4"), backlog.hold(5):
+        pass
+    with backlog.hold(3):
+        with pytest.raises(QueueFull, match="3 images"), backlog.hold(2):
+            pass
+        with backlog.hold(1):
+            assert backlog.depth == 4
+    with pytest.raises(RuntimeError), backlog.hold(2):  # an error inside still gives the room back
+        raise RuntimeError("encoder down")
+    assert backlog.depth == 0 and depths == [3, 4, 3, 0, 2, 0]
 
 
 def test_a_failing_batch_fails_its_callers_and_the_worker_lives_on() -> None:
     failures = iter([True, False])
 
-    def flaky(batch: np.ndarray) -> np.ndarray:
+    async def flaky(batch: np.ndarray) -> np.ndarray:
         if next(failures):
             raise RuntimeError("encoder down")
         return batch + 1
@@ -69,7 +74,7 @@ def test_a_failing_batch_fails_its_callers_and_the_worker_lives_on() -> None:
             await batcher.submit(np.zeros((1, 2), dtype=np.float32))
         assert np.array_equal(await batcher.submit(np.zeros((1, 2), dtype=np.float32)), np.ones((1, 2)))
 
-    run_batcher(test, run=flaky, max_batch=4, max_wait_s=0.0, max_queue=10)
+    run_batcher(test, run=flaky, max_batch=4, max_wait_s=0.0)
 
 
 def test_provider_choice() -> None:

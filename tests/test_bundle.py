@@ -159,6 +159,14 @@ def test_cli_export_verify_promote(tmp_path: Path, checkpoint: Path) -> None:
     assert result.exit_code == 0 and active_version(repo, "cli") == 2
     assert runner.invoke(app, ["promote", "cli", "1", "-r", str(repo)]).exit_code == 0
     assert active_version(repo, "cli") == 1
+    result = runner.invoke(app, ["promote", "cli", "2", "-r", str(repo), "--instance-kind", "cpu"])
+    assert result.exit_code == 0 and active_version(repo, "cli") == 2
+    assert "KIND_CPU" in (repo / "cli_image" / "config.pbtxt").read_text()
+    refused = runner.invoke(
+        app, ["promote", "cli", "1", "-r", str(repo), "--instance-kind", "cpu", "--tensorrt"]
+    )
+    assert refused.exit_code == 2 and "tensorrt" in refused.output and active_version(repo, "cli") == 2
+    assert runner.invoke(app, ["promote", "cli", "1", "-r", str(repo)]).exit_code == 0
     shutil.rmtree(repo / "cli_text" / "1")
     failed = runner.invoke(app, ["verify", str(repo)])
     assert failed.exit_code == 2 and "missing" in failed.output

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import re
 import subprocess
@@ -14,74 +13,16 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import pytest
-from PIL import Image
-from tokenizers import Tokenizer
 
-from lit_bundle.preprocess import resize_and_crop
-from lit_bundle.repository import load_bundle
-from tests.gateway_server import REPOSITORY, running_gateway
-from training.data.synthetic import SyntheticWorld
-
-WORLD = SyntheticWorld(image_size=64, seed=4242)
-LABELS = WORLD.class_names[:10]
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def images(count: int) -> list[bytes]:
-    return [png(WORLD.sample("eval", i * 7)[0]) for i in range(count)]
+from tests.gateway_server import running_gateway
+from tests.samples import LABELS, WORLD, Reference, as_matrix, encode, images, metric
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with running_gateway(tmp_path_factory.mktemp("gw")) as url:
         yield url
-
-
-class Reference:
-    """Scores computed directly from the bundle's ONNX files and manifest, without the gateway."""
-
-    def __init__(self) -> None:
-        bundle = load_bundle(REPOSITORY)
-        self.manifest = bundle.manifest
-        self.image = ort.InferenceSession(str(bundle.image_model), providers=["CPUExecutionProvider"])
-        self.text = ort.InferenceSession(str(bundle.text_model), providers=["CPUExecutionProvider"])
-        self.tokenizer = Tokenizer.from_file(str(bundle.tokenizer))
-
-    def scores(self, blobs: list[bytes], labels: list[str], templates: list[str] | None) -> np.ndarray:
-        spec = self.manifest.preprocess
-        pixels = np.stack(
-            [np.asarray(resize_and_crop(Image.open(io.BytesIO(b)).convert("RGB"), spec)) for b in blobs]
-        )
-        img = self.image.run(None, {"pixels": pixels})[0]
-        rows = []
-        for label in labels:
-            texts = [t.replace("{}", label) for t in (templates or self.manifest.templates)]
-            enc = self.tokenizer.encode_batch(texts)
-            feed = {
-                "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-            }
-            mean = self.text.run(None, feed)[0].mean(axis=0)
-            rows.append(mean / np.linalg.norm(mean))
-        logits = self.manifest.logit_scale * img @ np.stack(rows).T
-        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return weights / weights.sum(axis=1, keepdims=True)
-
-
-def as_matrix(response: dict, labels: list[str]) -> np.ndarray:
-    return np.array(
-        [
-            [{p["label"]: p["score"] for p in r["predictions"]}[label] for label in labels]
-            for r in response["results"]
-        ]
-    )
 
 
 @pytest.mark.parametrize("count", [1, 8])
@@ -109,12 +50,6 @@ def test_classify_scores_equal_the_reference(server: str, count: int, templates,
     assert np.abs(as_matrix(payload, LABELS) - expected).max() <= 1e-5
 
 
-def metric(server: str, name: str) -> float:
-    text = httpx.get(f"{server}/metrics").text
-    match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
 def test_cached_labels_skip_the_text_encoder(server: str) -> None:
     labels = [f"label number {i}" for i in range(1000)]
     body = {"images": [base64.b64encode(images(1)[0]).decode()], "labels": labels}
@@ -132,7 +67,7 @@ def test_cached_labels_skip_the_text_encoder(server: str) -> None:
 
 
 def test_concurrent_clients_are_batched_and_get_their_own_results(server: str) -> None:
-    blobs = [png(WORLD.sample("eval", 1000 + i)[0]) for i in range(32)]
+    blobs = [encode(WORLD.sample("eval", 1000 + i)[0]) for i in range(32)]
     expected = Reference().scores(blobs, LABELS, None).argmax(axis=1)
     bodies = [{"images": [base64.b64encode(blob).decode()], "labels": LABELS} for blob in blobs]
 

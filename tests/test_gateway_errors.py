@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import re
 import time
 from collections.abc import Iterator
@@ -22,12 +21,9 @@ import pytest
 from PIL import Image
 
 from tests.gateway_server import running_gateway
+from tests.samples import LABELS, WORLD, Reference, as_matrix, encode, images
 from tests.test_decode import blank_png, photo
-from tests.test_gateway_e2e import Reference, as_matrix
-from training.data.synthetic import SyntheticWorld
 
-WORLD = SyntheticWorld(image_size=64, seed=4242)
-LABELS = WORLD.class_names[:10]
 SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n%%EOF\n"
@@ -35,16 +31,6 @@ SVG = (
     b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
     b'<rect width="64" height="64" fill="red"/></svg>\n'
 )
-
-
-def encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt)
-    return buffer.getvalue()
-
-
-def images(count: int, offset: int = 0) -> list[bytes]:
-    return [encode(WORLD.sample("eval", offset + 7 * i)[0], "PNG") for i in range(count)]
 
 
 def truncated_jpeg() -> bytes:

@@ -228,13 +228,26 @@ def promote_cmd(
     name: Annotated[str, typer.Argument(help="bundle name")],
     version: Annotated[int, typer.Argument(help="version to serve")],
     repository: Repository = Path("model_repository"),
+    instance_kind: Annotated[
+        str, typer.Option(help="where Triton runs the encoders: gpu, or cpu for a host without one")
+    ] = "gpu",
+    tensorrt: Annotated[
+        bool, typer.Option(help="Triton's TensorRT accelerator (fp16, engine cache)")
+    ] = False,
 ) -> None:
     """Make a verified version the active one for Triton and the gateway."""
+    from pydantic import ValidationError
+
     from lit_bundle.manifest import BundleError
     from lit_bundle.repository import promote
+    from lit_bundle.triton import TritonOptions
 
     try:
-        promote(repository, name, version)
+        options = TritonOptions(instance_kind=instance_kind, tensorrt=tensorrt)
+    except ValidationError as exc:
+        raise _fail(f"bad Triton options: {exc.errors()[0]['msg']}") from None
+    try:
+        promote(repository, name, version, options)
     except BundleError as exc:
         raise _fail(str(exc)) from None
     console.print(f"{name} v{version} is now active in {repository}")

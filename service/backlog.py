@@ -1,0 +1,34 @@
+"""The bound on images the gateway has accepted and not yet answered, for both backends.
+
+A request that would take the backlog past its limit is refused at once (429) before its images are even
+decoded, so overload never turns into unbounded memory growth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+class QueueFull(Exception):
+    pass
+
+
+class Backlog:
+    def __init__(self, limit: int, on_depth: Callable[[int], None] = lambda depth: None) -> None:
+        self.limit = limit
+        self.depth = 0
+        self._on_depth = on_depth
+
+    @contextmanager
+    def hold(self, count: int) -> Iterator[None]:
+        """Count ``count`` images in for the duration of the block, or raise :class:`QueueFull`."""
+        if self.depth + count > self.limit:
+            raise QueueFull(f"{self.depth} images are already in progress (limit {self.limit})")
+        self.depth += count
+        self._on_depth(self.depth)
+        try:
+            yield
+        finally:
+            self.depth -= count
+            self._on_depth(self.depth)

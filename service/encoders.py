@@ -1,0 +1,63 @@
+"""The one interface both backends give the gateway: async encoder calls, readiness, and a description.
+
+The embedded backend runs the bundle's ONNX files in this process; the Triton backend sends the same
+tensors to Triton Inference Server. The gateway keeps tokenisation, preprocessing, the text-embedding
+cache and scoring either way, so the two give the same scores on the same bundle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import numpy as np
+
+from lit_bundle.repository import Bundle
+from service.settings import Settings
+
+
+class BackendConfigError(RuntimeError):
+    """A backend setting the operator must fix; the gateway refuses to start rather than fall back."""
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot answer now (down, unreachable, model not loaded): 503, worth retrying later."""
+
+
+class BackendError(RuntimeError):
+    """The backend answered with an error that retrying will not fix: 502."""
+
+
+class Encoders(Protocol):
+    name: str
+    """``onnxruntime`` or ``triton``."""
+    batches_images: bool
+    """True when the backend batches concurrent image requests itself (Triton's dynamic batcher)."""
+
+    async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        """L2-normalised embeddings ``(N, D)`` of uint8 ``(N, H, W, 3)`` pixels."""
+
+    async def encode_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """L2-normalised embeddings ``(N, D)`` of tokenised texts."""
+
+    async def readiness(self) -> str | None:
+        """None when both encoders can serve now, else why not (for ``/readyz``)."""
+
+    def providers(self) -> list[str]:
+        """Where the encoders run: ONNX Runtime execution providers, or the Triton endpoint."""
+
+    def version(self) -> str | None:
+        """The runtime and its version, e.g. ``onnxruntime 1.32.0`` or ``triton 2.51.0``; None until known."""
+
+    async def close(self) -> None: ...
+
+
+async def open_encoders(bundle: Bundle, settings: Settings) -> Encoders:
+    """The backend ``settings`` ask for, serving ``bundle``'s version."""
+    if settings.backend == "triton":
+        from service.triton_backend import TritonEncoders  # tritonclient is the optional triton extra
+
+        return TritonEncoders.from_settings(bundle, settings)
+    from service.onnx_backend import OnnxEncoders
+
+    return await asyncio.to_thread(OnnxEncoders, bundle, settings.providers, settings.intra_op_threads)
