@@ -13,6 +13,13 @@ PYTHON="${PYTHON:-python3.11}"
 .venv/bin/python -m pip install --quiet --no-deps "nvidia-pytriton==0.7.0"
 [ -d .venv/triton-stub-packages/numpy ] ||
   .venv/bin/python -m pip install --quiet --no-deps --target .venv/triton-stub-packages "numpy==1.26.4"
+# docker-compose 1.29 (for `docker-compose config`) needs PyYAML 5.3, so it gets a venv of its own.
+[ -x .venv-compose/bin/docker-compose ] || {
+  "$PYTHON" -m venv .venv-compose
+  .venv-compose/bin/python -m pip install --quiet "docker-compose==1.29.2" "PyYAML==5.3.1"
+}
+# Real servers and validators from Debian: Prometheus (prometheus, promtool) and redis-server.
+bash scripts/system-deps.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest "$@"

@@ -62,6 +62,7 @@ class Gateway:
         )
         self.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.backlog = Backlog(settings.max_queue_images, on_depth=metrics.queue_depth.set)
+        metrics.queue_capacity.set(settings.max_queue_images)
         # The embedded backend batches here; Triton batches concurrent requests with its own batcher.
         self.batcher = (
             Batcher(

@@ -20,7 +20,10 @@ class Metrics:
         self.batch_size = Histogram(
             "lit_batch_size", "Executed encoder batch sizes", ["encoder"], buckets=BATCH_BUCKETS, registry=r
         )
-        self.queue_depth = Gauge("lit_queue_depth", "Images waiting for or in the image encoder", registry=r)
+        self.queue_depth = Gauge("lit_queue_depth", "Images accepted and not yet answered", registry=r)
+        self.queue_capacity = Gauge(
+            "lit_queue_capacity", "Images that may be in progress before requests get 429", registry=r
+        )
         self.inference_duration = Histogram(
             "lit_inference_duration_seconds",
             "Encoder call latency",
