@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.errors import ApiError
 from service.gateway import Gateway
 from service.guards import BODY_HINT, BodyLimit, error_response, require_api_key
+from service.label_store import LabelStoreUnavailable
 from service.logs import access_fields_line
 from service.metrics import Metrics
 from service.routes import build_router
@@ -51,6 +52,11 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc, getattr(request.state, "request_id", None))
+
+    @app.exception_handler(LabelStoreUnavailable)
+    async def store_unavailable(request: Request, exc: LabelStoreUnavailable) -> JSONResponse:
+        error = ApiError(503, "label_store_unavailable", str(exc))
+        return error_response(error, getattr(request.state, "request_id", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -17,7 +17,14 @@ from service.batcher import Batcher
 from service.decode import DecodeLimits, decode_image
 from service.encoders import BackendConfigError, BackendError, BackendUnavailable
 from service.errors import ApiError
-from service.label_store import LabelError, LabelSet, LabelStore, open_label_store, validate_labels
+from service.label_store import (
+    LabelError,
+    LabelSet,
+    LabelStore,
+    LabelStoreUnavailable,
+    open_label_store,
+    validate_labels,
+)
 from service.metrics import Metrics
 from service.runtime import ModelRuntime
 from service.schemas import (
@@ -98,7 +105,12 @@ class Gateway:
         while (reason := await self.readiness()) is not None:
             log.info("label sets wait for the backend: %s", reason)
             await asyncio.sleep(1.0)
-        for label_set in await asyncio.to_thread(self.store.list):
+        try:
+            label_sets = await asyncio.to_thread(self.store.list)
+        except LabelStoreUnavailable as exc:
+            log.warning("label sets not warmed: %s", exc)
+            return
+        for label_set in label_sets:
             try:
                 _, templates = await self.resolve_labels(label_set.labels[:1], None, label_set.templates)
                 await self.label_matrix(label_set.labels, templates)

@@ -1,7 +1,8 @@
 """Named label sets that survive restarts (DESIGN §4 label-set routes, §6 limits).
 
-Two stores behind one protocol, chosen by URL with ``open_label_store``: a folder of JSON files (one per
-set) or a SQLite database, both for a single machine. A write either lands completely or not at all:
+Stores behind one protocol, chosen by URL with ``open_label_store``: a folder of JSON files (one per
+set) or a SQLite database for a single machine, or Redis (``service/redis_label_store.py``) when
+several gateway replicas must share their label sets. A write either lands completely or not at all:
 concurrent PUTs of one name leave exactly one of the sets that were sent, never a mix, and a bad request
 never damages a stored set.
 """
@@ -112,6 +113,10 @@ class CorruptLabelSetError(RuntimeError):
         super().__init__(f"label set store entry {source} is unreadable: {reason}")
         self.source = source
         self.reason = reason
+
+
+class LabelStoreUnavailable(RuntimeError):
+    """The store cannot be reached (a Redis server down): the request gets 503, the gateway lives on."""
 
 
 class LabelStore(Protocol):
@@ -306,11 +311,12 @@ class SqliteLabelStore:
             self._db.close()
 
 
-SUPPORTED_URLS = "file:///path/to/dir (or a bare path), sqlite:///path/to/db.sqlite"
+SUPPORTED_URLS = "file:///path/to/dir (or a bare path), sqlite:///path/to/db.sqlite, redis://host:6379/0"
 
 
 def open_label_store(url: str) -> LabelStore:
-    """A store from a URL: ``file:///dir`` or a bare path -> files; ``sqlite:///file`` -> SQLite.
+    """A store from a URL: ``file:///dir`` or a bare path -> files; ``sqlite:///file`` -> SQLite;
+    ``redis://[user:password@]host:port/db`` (or ``rediss://`` for TLS) -> Redis.
 
     Everything after ``scheme://`` is the path, so ``sqlite:///abs/db`` is absolute and
     ``sqlite://rel/db`` relative (unlike SQLAlchemy's four-slash convention).
@@ -325,8 +331,11 @@ def open_label_store(url: str) -> LabelStore:
         return FileLabelStore(Path(rest))
     if scheme == "sqlite":
         return SqliteLabelStore(Path(rest))
-    extra = " (Redis is not supported yet)" if scheme in {"redis", "rediss"} else ""
-    raise ValueError(f"unsupported label store URL scheme {scheme!r}{extra}; supported: {SUPPORTED_URLS}")
+    if scheme in {"redis", "rediss"}:
+        from service.redis_label_store import RedisLabelStore
+
+        return RedisLabelStore(url)
+    raise ValueError(f"unsupported label store URL scheme {scheme!r}; supported: {SUPPORTED_URLS}")
 
 
 def _short(error: Exception) -> str:

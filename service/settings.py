@@ -48,7 +48,10 @@ class Settings(BaseSettings):
 
     # Caches and stores
     text_cache_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
-    label_store: str = Field(default="label_sets", description="folder, file:///dir or sqlite:///path.db")
+    label_store: str = Field(
+        default="label_sets",
+        description="folder, file:///dir, sqlite:///path.db, or redis://host:6379/0 (shared by replicas)",
+    )
 
     # Limits (DESIGN.md §6)
     max_body_bytes: int = 20 * 1024 * 1024

@@ -1,4 +1,4 @@
-"""Label-set stores (files, SQLite): round trips, restarts, concurrent writers, damaged entries, limits."""
+"""Label-set stores (files, SQLite, real Redis): round trips, restarts, concurrent writers, bad entries."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import logging
 import multiprocessing
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from service.label_store import (
     CorruptLabelSetError,
@@ -17,20 +18,33 @@ from service.label_store import (
     LabelError,
     LabelSet,
     LabelStore,
+    LabelStoreUnavailable,
     SqliteLabelStore,
     open_label_store,
     validate_labels,
 )
+from service.redis_label_store import NAMES, PREFIX, RedisLabelStore
+from tests.redis_server import running_redis
 
 Opener = Callable[[], LabelStore]
 
 
-@pytest.fixture(params=["file", "sqlite"])
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(params=["file", "sqlite", "redis"])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
     """Opens a (new) store object on the same location each call, as a restarted gateway would."""
     if request.param == "file":
         return lambda: FileLabelStore(tmp_path / "sets")
-    return lambda: SqliteLabelStore(tmp_path / "db" / "sets.sqlite")
+    if request.param == "sqlite":
+        return lambda: SqliteLabelStore(tmp_path / "db" / "sets.sqlite")
+    url = request.getfixturevalue("redis_url")
+    redis.Redis.from_url(url).flushdb()
+    return lambda: RedisLabelStore(url)
 
 
 def _writer_labels(writer: int, count: int = 300) -> list[str]:
@@ -163,8 +177,7 @@ def test_open_label_store_schemes(tmp_path: Path) -> None:
     db = open_label_store(f"sqlite://{tmp_path / 'c' / 'sets.sqlite'}")
     assert isinstance(db, SqliteLabelStore) and (tmp_path / "c" / "sets.sqlite").is_file()
     db.close()
-    with pytest.raises(ValueError, match=r"Redis is not supported yet.*sqlite://"):
-        open_label_store("redis://localhost:6379/0")
+    assert isinstance(open_label_store("redis://localhost:6379/0"), RedisLabelStore)
     with pytest.raises(ValueError, match=r"unsupported.*'s3'.*file://"):
         open_label_store("s3://bucket/sets")
 
@@ -182,3 +195,27 @@ def test_validate_labels_limits() -> None:
             validate_labels(labels, 10, 5)
         assert raised.value.code == code and isinstance(raised.value, ValueError)
     assert validate_labels([" " + "x" * 5 + " "], 1, 5) == ["xxxxx"]  # length counted after stripping
+
+
+def test_redis_store_reports_corrupt_entries(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    store = RedisLabelStore(redis_url)
+    store.put(LabelSet(name="good", labels=["cat"]))
+    client.hset(PREFIX + "bad", mapping={"body": "{not json", "created_at": "x", "updated_at": "x"})
+    client.sadd(NAMES, "bad")
+    with pytest.raises(CorruptLabelSetError, match="lit:label-set:bad"):
+        store.get("bad")
+    with caplog.at_level(logging.WARNING):
+        assert [s.name for s in store.list()] == ["good"]
+    assert "skipping" in caplog.text and "bad" in caplog.text
+    store.close()
+
+
+def test_redis_store_down_is_an_unavailable_store_without_the_password() -> None:
+    from tests.gateway_server import free_port
+
+    store = RedisLabelStore(f"redis://user:s3cret@127.0.0.1:{free_port()}/0")
+    with pytest.raises(LabelStoreUnavailable, match="check that Redis is running") as raised:
+        store.get("pets")
+    assert "s3cret" not in str(raised.value)
