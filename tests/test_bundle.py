@@ -78,6 +78,8 @@ def test_versions_promote_and_prune(repository: Path, checkpoint: Path) -> None:
     request = request_from_checkpoint(checkpoint, "tiny", progress=False)
     second = export_bundle(request, repository)
     assert second.version == 2 and versions(repository, "tiny") == [1, 2]
+    for folder in (repository / "tiny_image" / "2", repository / "tiny_text" / "2"):
+        assert folder.stat().st_mode & 0o777 == 0o755  # readable by a Triton or gateway of another user
     assert active_version(repository, "tiny") == 1  # a new export does not replace the served version
     promote(repository, "tiny", 2)
     assert load_bundle(repository).manifest.version == 2

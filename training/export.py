@@ -215,6 +215,11 @@ def export_bundle(
     text_root.mkdir(parents=True, exist_ok=True)
     staged_image = Path(tempfile.mkdtemp(prefix=".staging-", dir=image_root))
     staged_text = Path(tempfile.mkdtemp(prefix=".staging-", dir=text_root))
+    for staged in (
+        staged_image,
+        staged_text,
+    ):  # mkdtemp makes 0700: Triton and a gateway may run as other users
+        staged.chmod(0o755)
     try:
         image_graph = ImageGraph(request.image_encoder, request.preprocess).eval()
         text_graph = TextGraph(request.text_encoder).eval()
