@@ -289,3 +289,80 @@ def verify_cmd(
         raise _fail(str(exc)) from None
     m = bundle.manifest
     console.print(f"[green]ok[/]: {m.name} v{m.version} ({m.loss}, dim {m.embed_dim}, {m.preprocess.size}px)")
+
+
+@app.command("retrain")
+def retrain_cmd(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="LiT YAML config (default: the demo's; for --dry-run retrain_dryrun.yaml)"
+        ),
+    ] = None,
+    overrides: Overrides = None,
+    repository: Repository = Path("model_repository"),
+    name: Annotated[str, typer.Option(help="bundle to retrain (a dry run uses <name>_dryrun)")] = "lit_demo",
+    min_accuracy: Annotated[
+        float, typer.Option(min=0.0, help="fail below this held-out zero-shot top-1 (0-1)")
+    ] = 0.8,
+    max_regression: Annotated[
+        float, typer.Option(min=0.0, help="fail if the active version's held-out top-1 is higher by more")
+    ] = 0.01,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="a new run folder (default: runs/retrain/<time>; for --dry-run a temporary one)"),
+    ] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="report folder (default: <out>/report)")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="small run on a temporary copy of the repository")
+    ] = False,
+    instance_kind: Annotated[
+        str, typer.Option(help="where Triton runs the encoders: gpu, or cpu for a host without one")
+    ] = "gpu",
+    tensorrt: Annotated[
+        bool, typer.Option(help="Triton's TensorRT accelerator (fp16, engine cache)")
+    ] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train, evaluate, gate, export and promote: the CI retraining chain (exit 1: gate failed)."""
+    from pydantic import ValidationError
+
+    from lit_bundle.triton import TritonOptions
+    from training.data.pairs import DataError
+    from training.export import ExportError
+    from training.retrain import retrain
+
+    try:
+        triton = TritonOptions(instance_kind=instance_kind, tensorrt=tensorrt)
+    except ValidationError as exc:
+        raise _fail(f"bad Triton options: {exc.errors()[0]['msg']}") from None
+    try:
+        result = retrain(
+            repository,
+            name,
+            config=config,
+            overrides=overrides or [],
+            min_accuracy=min_accuracy,
+            max_regression=max_regression,
+            out=out,
+            report_dir=report_dir,
+            dry_run=dry_run,
+            triton=triton,
+            progress=not quiet,
+        )
+    except (DataError, ExportError, ValueError, OSError) as exc:  # config, bundle and retrain errors too
+        raise _fail(str(exc)) from None
+    table = Table(title=f"retraining gate ({'dry run, ' if dry_run else ''}{result.bundle})")
+    for column in ("check", "result", "detail"):
+        table.add_column(column)
+    for check in result.checks:
+        table.add_row(check.name, "[green]pass[/]" if check.passed else "[red]FAIL[/]", check.detail)
+    console.print(table)
+    console.print(f"report: {result.report['markdown']}")
+    if not result.passed:
+        console.print(f"[bold red]gate failed[/]: nothing promoted in {result.repository}")
+        raise typer.Exit(1)
+    console.print(
+        f"{result.bundle} v{result.new_version} is now active in {result.repository} "
+        f"({result.timings['total']:.0f} s)"
+    )

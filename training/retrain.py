@@ -1,0 +1,421 @@
+"""The retraining chain for CI: train, export a candidate, gate it, publish and promote it, report.
+
+1. **Train**: LiT tuning with :func:`training.recipes.tune_and_evaluate` (a built-in image tower whose
+   weights file is missing is pretrained first with the demo tower recipe, at the config's sizes).
+2. **Candidate**: :func:`training.export.export_bundle` into ``<out>/candidate``, a model repository of
+   its own, so the ONNX graphs are verified against torch before anything is scored.
+3. **Gate**: the candidate's ONNX bundle *and* the target repository's active version of the same
+   bundle are scored by the same code on the same held-out images (the config's synthetic evaluation
+   split), each with the prompt templates it serves with. The gate metric is zero-shot top-1 on the
+   held-out combinations, never seen in a caption. It fails when that is below ``min_accuracy`` or
+   more than ``max_regression`` below the active version's.
+4. **Publish and promote** (only when the gate passed): the same request is exported into the target
+   repository and promoted (publish and promote are atomic); export is deterministic, and the report
+   records that the published files have the gated candidate's sha256. A failed gate writes nothing
+   there: the rejected candidate stays in ``<out>/candidate`` for inspection.
+5. **Report**: ``retrain.md`` and ``retrain.json`` (checks, metrics of both models, versions, timings).
+
+A dry run does all of this on a small built-in config, for a bundle named ``<name>_dryrun``, in a
+temporary copy of the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from PIL import Image
+from tokenizers import Tokenizer
+
+from lit_bundle.manifest import write_text_atomic
+from lit_bundle.repository import Bundle, active_version, load_bundle
+from lit_bundle.triton import TritonOptions
+from training.config import TrainConfig, load_config
+from training.data.synthetic import SyntheticPairs
+from training.evaluate import build_classifier, topk_accuracy, zero_shot_scores
+from training.export import export_bundle, image_batch, token_batch
+from training.export_checkpoint import request_from_checkpoint
+from training.model import image_pretrained
+from training.recipes import builtin_config, pretrained_demo_tower, split_overrides, tune_and_evaluate
+from training.sources import world_for
+
+GATE_METRIC = "heldout_top1"
+DEFAULT_CONFIG = builtin_config("demo.yaml")
+DRY_RUN_CONFIG = builtin_config("retrain_dryrun.yaml")
+# Tower pretraining budget of a dry run (the tower's sizes come from the LiT config).
+DRY_RUN_PRETRAIN = ("pretrain.steps=1200", "pretrain.batch_size=64", "pretrain.train_size=8000")
+DRY_RUN_SUFFIX = "_dryrun"
+_EPSILON = 1e-9  # a drop of exactly max_regression passes despite float rounding
+
+
+class RetrainError(ValueError):
+    """The retraining run cannot start or finish as asked; the message says what to change."""
+
+
+# ------------------------------------------------------------------------------------------------ gate
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+def gate_checks(
+    candidate: float,
+    min_accuracy: float,
+    max_regression: float,
+    previous: float | None = None,
+    previous_version: int | None = None,
+) -> list[Check]:
+    """The gate on ``GATE_METRIC``: a floor, and no regression beyond ``max_regression`` vs the active."""
+    floor_ok = bool(candidate >= min_accuracy)  # False for NaN
+    checks = [
+        Check(
+            "min_accuracy",
+            floor_ok,
+            f"{GATE_METRIC} {candidate:.4f} {'>=' if floor_ok else 'is below the'} "
+            f"minimum {min_accuracy:.4f}",
+        )
+    ]
+    if previous is None:
+        checks.append(Check("regression", True, "no active version of this bundle to compare with"))
+        return checks
+    drop = previous - candidate
+    ok = bool(drop <= max_regression + _EPSILON)
+    change = "no change" if drop == 0 else f"a {'drop' if drop > 0 else 'gain'} of {abs(drop):.4f}"
+    checks.append(
+        Check(
+            "regression",
+            ok,
+            f"{GATE_METRIC} {candidate:.4f} vs {previous:.4f} of the active v{previous_version} on the same "
+            f"images: {change}, {'within' if ok else 'more than'} the allowed {max_regression:.4f}",
+        )
+    )
+    return checks
+
+
+@dataclass(frozen=True)
+class GateSet:
+    """The held-out images both models are scored on: the config's synthetic evaluation split."""
+
+    images: list[Image.Image]
+    labels: np.ndarray
+    heldout: np.ndarray
+    class_names: list[str]
+    description: dict[str, int | str]
+
+
+def gate_set(cfg: TrainConfig) -> GateSet:
+    world = world_for(cfg.data)
+    data = SyntheticPairs(world, "eval", cfg.data.synthetic.eval_size)
+    heldout = np.isin(data.labels, world.heldout_classes)
+    description: dict[str, int | str] = {
+        "data": "synthetic evaluation split",
+        "world_seed": world.seed,
+        "image_size": world.image_size,
+        "images": len(data),
+        "heldout_images": int(heldout.sum()),
+    }
+    images = [data[i][0] for i in range(len(data))]
+    return GateSet(images, data.labels, heldout, world.class_names, description)
+
+
+def score_bundle(bundle: Bundle, data: GateSet, batch_size: int = 256) -> dict[str, float]:
+    """Zero-shot top-1 (all, held-out and seen classes) of a bundle's ONNX encoders, as served."""
+    manifest = bundle.manifest
+    providers = ["CPUExecutionProvider"]
+    image_session = ort.InferenceSession(str(bundle.image_model), providers=providers)
+    text_session = ort.InferenceSession(str(bundle.text_model), providers=providers)
+    tokenizer = Tokenizer.from_file(str(bundle.tokenizer))
+    pixels = image_batch(data.images, manifest.preprocess)
+    pixel_input = manifest.image_encoder.inputs[0].name
+    chunks = [pixels[start : start + batch_size] for start in range(0, len(pixels), batch_size)]
+    image_emb = np.concatenate([image_session.run(None, {pixel_input: chunk})[0] for chunk in chunks])
+
+    def encode_text(texts: list[str]) -> torch.Tensor:
+        return torch.from_numpy(text_session.run(None, token_batch(tokenizer, texts))[0])
+
+    classifier = build_classifier(encode_text, data.class_names, manifest.templates, progress=False)
+    scores = zero_shot_scores(torch.from_numpy(image_emb), classifier)
+    labels, heldout = torch.from_numpy(data.labels), torch.from_numpy(data.heldout)
+    subsets = (("", torch.ones_like(heldout)), ("heldout_", heldout), ("seen_", ~heldout))
+    return {f"{p}top1": topk_accuracy(scores[m], labels[m], ks=(1,))["top1"] for p, m in subsets}
+
+
+# ----------------------------------------------------------------------------------------------- chain
+
+
+@dataclass
+class RetrainResult:
+    bundle: str
+    repository: Path
+    dry_run: bool
+    passed: bool
+    checks: list[Check]
+    min_accuracy: float
+    max_regression: float
+    gate_set: dict[str, int | str]
+    candidate: dict[str, float]
+    training_metrics: dict[str, float]
+    previous_version: int | None
+    previous: dict[str, float] | None
+    new_version: int | None
+    active_version: int | None
+    out: Path
+    checkpoint: Path
+    config: Path
+    overrides: list[str]
+    source_repository: Path | None = None
+    published_identical_to_gated: bool | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    began = time.perf_counter()
+    yield
+    timings[key] = round(time.perf_counter() - began, 1)
+
+
+def training_config(
+    config: Path, overrides: Sequence[str], out: Path, progress: bool, timings: dict[str, float]
+) -> TrainConfig:
+    """The LiT config with its run folder in ``out``; pretrains a missing built-in tower into ``out``.
+
+    ``pretrain.*`` overrides configure that pretraining, as for ``lit-train demo``.
+    """
+    pretrain_overrides, overrides = split_overrides(overrides)
+    forced = [f"out_dir={out / 'lit'}"]
+    cfg = load_config(TrainConfig, config, [*overrides, *forced])
+    if cfg.data.kind != "synthetic":
+        raise RetrainError(
+            f"retrain scores and exports synthetic-world models only so far (data.kind={cfg.data.kind}): "
+            "export needs the synthetic evaluation split as check images"
+        )
+    image = cfg.model.image
+    weights = Path(image.weights) if image.weights is not None else None
+    if image.kind == "builtin" and image_pretrained(cfg.model.mode) and not (weights and weights.is_file()):
+        tower = out / "tower.safetensors"
+        sizes = [
+            f"image.image_size={image.image_size}",
+            f"image.width={image.width}",
+            f"data.image_size={cfg.data.synthetic.image_size}",
+        ]
+        with _timed(timings, "pretrain_tower"):
+            pretrained_demo_tower(tower, [*sizes, *pretrain_overrides], progress)
+        cfg = load_config(TrainConfig, config, [*overrides, *forced, f"model.image.weights={tower}"])
+    return cfg
+
+
+def _fresh_out(out: Path | None, dry_run: bool) -> Path:
+    if out is None:
+        if dry_run:
+            return Path(tempfile.mkdtemp(prefix="lit-retrain-dryrun-"))
+        out = Path("runs/retrain") / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()):
+        raise RetrainError(
+            f"{out} is not empty: give --out a new folder "
+            "(each run keeps its checkpoint, candidate bundle and report there)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _file_hashes(bundle: Bundle) -> list[str]:
+    m = bundle.manifest
+    return [m.files[m.image_encoder.file], m.files[m.text_encoder.file], m.files[m.text.tokenizer]]
+
+
+def retrain(
+    repository: Path,
+    name: str,
+    *,
+    config: Path | None = None,
+    overrides: Sequence[str] = (),
+    min_accuracy: float = 0.8,
+    max_regression: float = 0.01,
+    out: Path | None = None,
+    report_dir: Path | None = None,
+    dry_run: bool = False,
+    triton: TritonOptions | None = None,
+    progress: bool = True,
+) -> RetrainResult:
+    """Run the chain; the result says whether the gate passed (the caller turns that into an exit code).
+
+    A dry run works on a temporary copy of ``repository`` (in ``<out>/repository``), for the bundle
+    ``<name>_dryrun``, with the small built-in config unless ``config`` is given. ``triton`` is what
+    the promotion writes into both ``config.pbtxt`` (as for ``lit-train promote``).
+    """
+    began = time.perf_counter()
+    timings: dict[str, float] = {}
+    repository = Path(repository)
+    out = _fresh_out(out, dry_run)
+    overrides = list(overrides)
+    source = None
+    if dry_run:
+        name, source, config = name + DRY_RUN_SUFFIX, repository, config or DRY_RUN_CONFIG
+        repository = out / "repository"
+        if source.is_dir():
+            shutil.copytree(source, repository)
+        else:
+            repository.mkdir()
+        overrides = [*DRY_RUN_PRETRAIN, f"cache_dir={out / 'cache'}", *overrides]
+    config = Path(config or DEFAULT_CONFIG)
+
+    cfg = training_config(config, overrides, out, progress, timings)
+    with _timed(timings, "train"):
+        summary = tune_and_evaluate(cfg, progress=progress, title=f"Retraining {name}")
+    with _timed(timings, "export_candidate"):
+        request = request_from_checkpoint(summary.checkpoint, name, progress=progress)
+        candidate_repo = out / "candidate"
+        candidate_version = export_bundle(request, candidate_repo, activate=True).version
+        candidate = load_bundle(candidate_repo, name, candidate_version)
+
+    with _timed(timings, "gate"):
+        data = gate_set(cfg)
+        candidate_scores = score_bundle(candidate, data)
+        previous_version = active_version(repository, name)
+        previous_scores = None
+        if previous_version is not None:
+            previous_scores = score_bundle(load_bundle(repository, name, previous_version), data)
+        checks = gate_checks(
+            candidate_scores[GATE_METRIC],
+            min_accuracy,
+            max_regression,
+            previous_scores[GATE_METRIC] if previous_scores else None,
+            previous_version,
+        )
+    passed = all(c.passed for c in checks)
+
+    new_version, identical = None, None
+    if passed:
+        with _timed(timings, "publish"):
+            request.metrics.update({f"gate_{k}": v for k, v in candidate_scores.items()})
+            new_version = export_bundle(request, repository, triton=triton, activate=True).version
+            identical = _file_hashes(load_bundle(repository, name, new_version)) == _file_hashes(candidate)
+    timings["total"] = round(time.perf_counter() - began, 1)
+
+    result = RetrainResult(
+        bundle=name,
+        repository=repository,
+        dry_run=dry_run,
+        passed=passed,
+        checks=checks,
+        min_accuracy=min_accuracy,
+        max_regression=max_regression,
+        gate_set=data.description,
+        candidate=candidate_scores,
+        training_metrics={k: float(v) for k, v in summary.evaluation.metrics.items()},
+        previous_version=previous_version,
+        previous=previous_scores,
+        new_version=new_version,
+        active_version=active_version(repository, name),
+        out=out,
+        checkpoint=summary.checkpoint,
+        config=config,
+        overrides=overrides,
+        source_repository=source,
+        published_identical_to_gated=identical,
+        timings=timings,
+    )
+    result.report = write_report(result, Path(report_dir) if report_dir else out / "report")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def report_markdown(result: RetrainResult) -> str:
+    r = result
+    if r.passed:
+        title = f"# Retraining {r.bundle}: gate passed, v{r.new_version} promoted"
+    else:
+        title = f"# Retraining {r.bundle}: gate FAILED, nothing promoted"
+    where = f"`{r.repository}`"
+    if r.dry_run:
+        where += f" (dry run: a temporary copy of `{r.source_repository}`)"
+    lines = [
+        title,
+        "",
+        f"Repository: {where}",
+        "",
+        "## Gate",
+        "",
+        "| check | result | detail |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.detail} |" for c in r.checks]
+    g = r.gate_set
+    previous = f"active v{r.previous_version}" if r.previous_version is not None else "active (none)"
+    lines += [
+        "",
+        f"## Zero-shot top-1 on the gate set ({g['images']} images of the {g['data']}, world seed "
+        f"{g['world_seed']}, {g['image_size']} px; {g['heldout_images']} of held-out classes)",
+        "",
+        "Both models are scored through their ONNX encoders, each with the templates it serves with.",
+        "",
+        f"| metric | candidate | {previous} |",
+        "|---|---|---|",
+    ]
+    for key, value in r.candidate.items():
+        before = r.previous.get(key) if r.previous else None
+        lines.append(
+            f"| {key}{' (gated)' if key == GATE_METRIC else ''} | {_percent(value)} | {_percent(before)} |"
+        )
+    lines += [
+        "",
+        "## Versions",
+        "",
+        f"- previously active: {'v' + str(r.previous_version) if r.previous_version is not None else 'none'}",
+        f"- published and promoted: {'v' + str(r.new_version) if r.new_version is not None else 'nothing'}",
+        f"- active now: {'v' + str(r.active_version) if r.active_version is not None else 'none'}",
+    ]
+    if r.published_identical_to_gated is not None:
+        lines.append(
+            f"- published files identical to the gated candidate's: {r.published_identical_to_gated}"
+        )
+    lines += ["", "## Timings (seconds)", "", "| " + " | ".join(r.timings) + " |"]
+    lines += ["|" + "---|" * len(r.timings), "| " + " | ".join(f"{v:.1f}" for v in r.timings.values()) + " |"]
+    lines += [
+        "",
+        "## Files",
+        "",
+        f"- run folder: `{r.out}` (candidate bundle in `{r.out / 'candidate'}`)",
+        f"- checkpoint: `{r.checkpoint}`",
+        f"- training report (torch evaluation): `{r.out / 'lit' / 'report' / 'report.md'}`",
+        f"- config: `{r.config}`" + (f", overrides: `{' '.join(r.overrides)}`" if r.overrides else ""),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def report_json(result: RetrainResult) -> str:
+    data = asdict(result)
+    data.pop("report")
+    data["decision"] = "promoted" if result.passed else "rejected"
+    data["gate_metric"] = GATE_METRIC
+    data["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return json.dumps(data, indent=1, default=str) + "\n"
+
+
+def write_report(result: RetrainResult, report_dir: Path) -> dict[str, Path]:
+    paths = {"markdown": report_dir / "retrain.md", "json": report_dir / "retrain.json"}
+    write_text_atomic(paths["markdown"], report_markdown(result))
+    write_text_atomic(paths["json"], report_json(result))
+    return paths
