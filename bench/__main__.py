@@ -1,0 +1,52 @@
+"""The CPU benchmark suite, one module after another on this machine, into one results folder.
+
+``python -m bench`` (about 15 minutes on 2 cores) writes ``bench/results/``: each benchmark's Markdown,
+JSON and PNG, and ``README.md`` linking them. ``python -m bench --tiny`` runs every benchmark at a tiny
+size (what CI does, to prove they still work; its figures mean nothing).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bench.report import RESULTS, machine
+
+SUITE = {
+    "gateway_throughput": "Gateway vs the raw image encoder (images/s, latency)",
+    "pipeline": "Gateway vs the transformers pipeline (per-image latency, 10 to 1,000 labels)",
+    "label_encoding": "Label-set registration vs the raw text encoder (prompts/s)",
+    "training": "LiT training with and without the locked-feature cache (steps/s)",
+    "footprint": "Gateway start-up time and memory",
+}
+
+
+def main(
+    tiny: Annotated[bool, typer.Option(help="every benchmark at a tiny size (a smoke test)")] = False,
+    out: Annotated[Path, typer.Option(help="results folder")] = RESULTS,
+    only: Annotated[list[str] | None, typer.Option(help="run only these benchmarks")] = None,
+) -> None:
+    chosen = only or list(SUITE)
+    unknown = sorted(set(chosen) - set(SUITE))
+    if unknown:
+        raise typer.BadParameter(f"unknown benchmarks {unknown}; choose from {list(SUITE)}")
+    lines = ["# Benchmark results", "", f"Command: `python -m bench{' --tiny' if tiny else ''}`.", ""]
+    lines += ["| benchmark | what | took (s) |", "|---|---|---|"]
+    began = time.perf_counter()
+    for name in chosen:
+        started = time.perf_counter()
+        result = importlib.import_module(f"bench.{name}").run(out, tiny=tiny)
+        took = time.perf_counter() - started
+        lines.append(f"| [{name}]({Path(result).name}) | {SUITE[name]} | {took:.0f} |")
+    lines += ["", f"Whole suite: {time.perf_counter() - began:.0f} s.", ""]
+    lines.append("Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()))
+    (Path(out) / "README.md").write_text("\n".join(lines) + "\n")
+    print(f"results in {out}")
+
+
+if __name__ == "__main__":
+    typer.run(main)
