@@ -18,6 +18,10 @@ PYTHON="${PYTHON:-python3.11}"
   "$PYTHON" -m venv .venv-compose
   .venv-compose/bin/python -m pip install --quiet "docker-compose==1.29.2" "PyYAML==5.3.1"
 }
+# open_clip (its --lock-image training is a row of the training benchmark) in a venv of its own that
+# reuses this one's torch.
+[ -x bench/.cache/openclip-venv/bin/python ] ||
+  .venv/bin/python -c "from bench.training import setup_openclip; setup_openclip()"
 # Real servers and validators from Debian: Prometheus (prometheus, promtool) and redis-server.
 bash scripts/system-deps.sh
 .venv/bin/ruff check .
