@@ -64,6 +64,9 @@ class OnnxEncoders:
         providers = choose_providers(requested, ort.get_available_providers())
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        # Idle intra-op threads must not spin: they would take cores from decoding and the event loop
+        # (measured with the ViT-B/32 bundle at 32 clients: 0.86 -> 0.91 of the raw encoder's throughput).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.image = ort.InferenceSession(str(bundle.image_model), options, providers=providers)
         self.text = ort.InferenceSession(str(bundle.text_model), options, providers=providers)
         check_signature(bundle.image_model, bundle.manifest.image_encoder, self.image)
