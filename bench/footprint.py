@@ -33,6 +33,7 @@ import typer
 
 from bench.gateway_throughput import photo_jpegs
 from bench.report import RESULTS, Table, write_result
+from tests.gateway_server import stop_process
 
 POLL_S = 0.02
 
@@ -114,12 +115,7 @@ def start_gateway(
                 time.sleep(POLL_S)
             yield Started(url, process.pid, healthy, ready)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, 10)
 
 
 def warm_up(url: str, blobs: list[bytes], labels: list[str], requests: int, clients: int) -> None:

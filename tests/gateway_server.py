@@ -23,6 +23,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, timeout_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within ``timeout_s``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def running_gateway(workdir: Path, ready_path: str = "/readyz", **env: str) -> Iterator[str]:
     """Yield the base URL of a gateway process once ``ready_path`` answers 200; stop it afterwards.
@@ -63,9 +73,5 @@ def running_gateway(workdir: Path, ready_path: str = "/readyz", **env: str) -> I
             time.sleep(0.1)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
         log.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from tests.gateway_server import free_port
+from tests.gateway_server import free_port, stop_process
 
 
 @contextmanager
@@ -41,9 +41,5 @@ def running_redis(workdir: Path, port: int | None = None) -> Iterator[str]:
         client.close()
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, 10)
         log.close()

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.gateway_server import REPOSITORY, free_port, running_gateway
+from tests.gateway_server import REPOSITORY, free_port, running_gateway, stop_process
 from tests.samples import LABELS, images
 from tests.triton_server import TritonServer, pytriton_root, running_triton
 
@@ -434,9 +434,4 @@ def test_real_prometheus_scrapes_the_stack_and_evaluates_dashboard_and_alerts(st
         down = {"LitGatewayUnavailable", "LitGatewayTargetDown", "LitBackendDown", "LitTritonDown"}
         assert not alerts & down, alerts
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, 15)

@@ -7,11 +7,14 @@ Every command takes an optional YAML config plus ``key=value`` overrides (dotted
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from lit_bundle.triton import TritonOptions
 
 from training.config import ConfigError, PretrainConfig, TrainConfig, load_config
 
@@ -173,6 +176,23 @@ def ablation_cmd(
 
 
 Repository = Annotated[Path, typer.Option("--repository", "-r", help="Triton model repository folder")]
+InstanceKind = Annotated[
+    str, typer.Option(help="where Triton runs the encoders: gpu, or cpu for a host without one")
+]
+TensorRT = Annotated[bool, typer.Option(help="Triton's TensorRT accelerator (fp16, engine cache)")]
+
+
+def _triton_options(instance_kind: str, tensorrt: bool) -> TritonOptions:
+    from pydantic import ValidationError
+
+    from lit_bundle.triton import TritonOptions
+
+    try:
+        return TritonOptions(instance_kind=instance_kind, tensorrt=tensorrt)
+    except ValidationError as exc:
+        raise _fail(f"bad Triton options: {exc.errors()[0]['msg']}") from None
+
+
 Fp16 = Annotated[bool, typer.Option(help="also convert to float16 (for GPUs; looser check tolerance)")]
 Activate = Annotated[
     bool | None, typer.Option(help="serve the new version at once (default: only if none is active)")
@@ -228,24 +248,15 @@ def promote_cmd(
     name: Annotated[str, typer.Argument(help="bundle name")],
     version: Annotated[int, typer.Argument(help="version to serve")],
     repository: Repository = Path("model_repository"),
-    instance_kind: Annotated[
-        str, typer.Option(help="where Triton runs the encoders: gpu, or cpu for a host without one")
-    ] = "gpu",
-    tensorrt: Annotated[
-        bool, typer.Option(help="Triton's TensorRT accelerator (fp16, engine cache)")
-    ] = False,
+    instance_kind: InstanceKind = "gpu",
+    tensorrt: TensorRT = False,
 ) -> None:
     """Make a verified version the active one for Triton and the gateway."""
-    from pydantic import ValidationError
 
     from lit_bundle.manifest import BundleError
     from lit_bundle.repository import promote
-    from lit_bundle.triton import TritonOptions
 
-    try:
-        options = TritonOptions(instance_kind=instance_kind, tensorrt=tensorrt)
-    except ValidationError as exc:
-        raise _fail(f"bad Triton options: {exc.errors()[0]['msg']}") from None
+    options = _triton_options(instance_kind, tensorrt)
     try:
         promote(repository, name, version, options)
     except BundleError as exc:
@@ -316,26 +327,17 @@ def retrain_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="small run on a temporary copy of the repository")
     ] = False,
-    instance_kind: Annotated[
-        str, typer.Option(help="where Triton runs the encoders: gpu, or cpu for a host without one")
-    ] = "gpu",
-    tensorrt: Annotated[
-        bool, typer.Option(help="Triton's TensorRT accelerator (fp16, engine cache)")
-    ] = False,
+    instance_kind: InstanceKind = "gpu",
+    tensorrt: TensorRT = False,
     quiet: Quiet = False,
 ) -> None:
     """Train, evaluate, gate, export and promote: the CI retraining chain (exit 1: gate failed)."""
-    from pydantic import ValidationError
 
-    from lit_bundle.triton import TritonOptions
     from training.data.pairs import DataError
     from training.export import ExportError
     from training.retrain import retrain
 
-    try:
-        triton = TritonOptions(instance_kind=instance_kind, tensorrt=tensorrt)
-    except ValidationError as exc:
-        raise _fail(f"bad Triton options: {exc.errors()[0]['msg']}") from None
+    triton = _triton_options(instance_kind, tensorrt)
     try:
         result = retrain(
             repository,
