@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +49,25 @@ T = TypeVar("T")
 LABEL_STATUS = {"empty_labels": 400, "blank_label": 400, "too_many_labels": 413, "label_too_long": 422}
 
 
+def lower_thread_priority(niceness: int) -> None:
+    """Raise the calling thread's nice value by ``niceness`` (Linux, where each thread has its own).
+
+    Decode threads run below the encoder: on a CPU backend, a decode that preempts one of ONNX Runtime's
+    intra-op threads stalls the others at the op's barrier, so at equal priority decoding costs the
+    encoder far more than its own CPU time. Niced, decoding fills the encoder's gaps instead (ViT-B/32, 2
+    cores, 32 clients: 0.82 -> 0.88 of the raw encoder's images/s). Raising one's own nice value needs no
+    privileges.
+    """
+    if niceness and sys.platform == "linux":
+        try:
+            thread = threading.get_native_id()
+            os.setpriority(
+                os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + niceness)
+            )
+        except OSError as exc:
+            log.warning("decode threads keep normal priority: setpriority failed (%s)", exc)
+
+
 def label_error(exc: LabelError) -> ApiError:
     return ApiError(LABEL_STATUS.get(exc.code, 400), exc.code, exc.message)
 
@@ -67,7 +89,12 @@ class Gateway:
         self.decode_limits = DecodeLimits(
             max_pixels=settings.max_image_pixels, max_bytes=settings.max_body_bytes
         )
-        self.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        self.decode_pool = ThreadPoolExecutor(
+            settings.decode_threads,
+            thread_name_prefix="decode",
+            initializer=lower_thread_priority,
+            initargs=(settings.decode_niceness,),
+        )
         self.backlog = Backlog(settings.max_queue_images, on_depth=metrics.queue_depth.set)
         metrics.queue_capacity.set(settings.max_queue_images)
         # The embedded backend batches here; Triton batches concurrent requests with its own batcher.

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float = Field(default=10.0, ge=0)
     max_queue_images: int = Field(default=512, gt=0, description="images waiting beyond this get 429")
     decode_threads: int = Field(default=4, gt=0)
+    decode_niceness: int = Field(
+        default=19, ge=0, le=19, description="how much nicer than the encoder the decode threads run (Linux)"
+    )
 
     # Caches and stores
     text_cache_bytes: int = Field(default=256 * 1024 * 1024, gt=0)

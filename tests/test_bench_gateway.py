@@ -30,15 +30,6 @@ def test_photo_jpegs_are_distinct_jpeg_photos() -> None:
     assert Image.open(io.BytesIO(blobs[0])).size == (320, 240)
 
 
-def test_knee_picks_the_smallest_efficient_batch() -> None:
-    rows = [
-        {"batch": 1, "images_per_s": 5.0},
-        {"batch": 4, "images_per_s": 9.6},
-        {"batch": 16, "images_per_s": 10.0},
-    ]
-    assert gateway_throughput.knee(rows) == 4
-
-
 def test_completion_rate_ignores_where_batch_bursts_fall() -> None:
     # A batch of 16 answers every 0.7 s: 18 bursts land in a 12 s window, so counting says 24/s.
     bursts = [0.05 + 0.7 * j for j in range(18)]
