@@ -114,9 +114,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def readyz(request: Request) -> JSONResponse:
         gw: Gateway = request.app.state.gateway
         reason = await gw.readiness()
-        if reason is not None or gw.runtime is None:
+        if reason is not None or gw.served is None:
             return error_response(ApiError(503, "not_ready", reason or "the model is still loading"))
-        m = gw.runtime.bundle.manifest
+        m = gw.served.manifest
         return JSONResponse({"status": "ready", "model": {"name": m.name, "version": m.version}})
 
     @app.get("/metrics", summary="Prometheus metrics")

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from lit_bundle.repository import active_version, resolve_bundle
 from service.backlog import Backlog, QueueFull
 from service.batcher import Batcher
 from service.decode import DecodeLimits, decode_image
@@ -30,15 +31,9 @@ from service.label_store import (
 )
 from service.metrics import Metrics
 from service.runtime import ModelRuntime
-from service.schemas import (
-    ClassifyResponse,
-    EmbedResponse,
-    ImageResult,
-    ModelInfo,
-    ModelRef,
-    Prediction,
-)
+from service.schemas import ClassifyResponse, EmbedResponse, ImageResult, ModelInfo, Prediction
 from service.scoring import Scorer
+from service.served_model import ServedModel
 from service.settings import Settings
 from service.text_cache import TextEmbeddingCache
 
@@ -76,7 +71,7 @@ class Gateway:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.runtime: ModelRuntime | None = None
+        self.served: ServedModel | None = None
         self.load_error: str | None = None
         self.cache = TextEmbeddingCache(
             settings.text_cache_bytes,
@@ -97,92 +92,177 @@ class Gateway:
         )
         self.backlog = Backlog(settings.max_queue_images, on_depth=metrics.queue_depth.set)
         metrics.queue_capacity.set(settings.max_queue_images)
-        # The embedded backend batches here; Triton batches concurrent requests with its own batcher.
-        self.batcher = (
-            Batcher(
-                self._run_image_encoder,
-                settings.max_batch_size,
-                settings.max_batch_wait_ms / 1000.0,
-                on_batch=metrics.batch_size.labels("image").observe,
-            )
-            if settings.backend == "onnxruntime"
-            else None
-        )
-        self._warming: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._refused: tuple[int, int] | None = None  # (version, config mtime) that failed to load
 
     # Life cycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
-        if self.batcher is not None:
-            self.batcher.start()
         try:
-            self.runtime = await ModelRuntime.load(self.settings)
+            runtime = await ModelRuntime.load(self.settings)
         except BackendConfigError:
             raise  # a misconfigured backend is an operator error: refuse to start, never fall back
         except Exception as exc:  # a missing or damaged bundle: the process stays up and /readyz says why
             self.load_error = f"{type(exc).__name__}: {exc}"
+            self.metrics.model_loads.labels("refused").inc()
             log.error("model not loaded: %s", self.load_error)
-            return
-        m = self.runtime.bundle.manifest
-        self.metrics.model_info.labels(m.name, str(m.version), self.settings.backend).set(1)
-        self._warming = asyncio.get_running_loop().create_task(self.warm_label_sets())
+            with contextlib.suppress(Exception):
+                self._refused = self._promoted()
+        else:
+            self._switch_to(self._serve(runtime))
+            self._spawn(self.warm_label_sets(self.served))
+        if self.settings.model_poll_s > 0:
+            self._spawn(self._follow_repository())
 
-    async def warm_label_sets(self) -> None:
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _serve(self, runtime: ModelRuntime) -> ServedModel:
+        """The embedded backend batches here, per version; Triton batches with its own batcher."""
+        batcher = None
+        if self.settings.backend == "onnxruntime":
+
+            async def encode(pixels: np.ndarray) -> np.ndarray:
+                return await self._backend_call("image", runtime.encoders.encode_images(pixels))
+
+            batcher = Batcher(
+                encode,
+                self.settings.max_batch_size,
+                self.settings.max_batch_wait_ms / 1000.0,
+                on_batch=self.metrics.batch_size.labels("image").observe,
+            )
+            batcher.start()
+        return ServedModel(runtime, batcher)
+
+    def _switch_to(self, new: ServedModel) -> ServedModel | None:
+        old, self.served, self.load_error = self.served, new, None
+        if old is not None:
+            self.metrics.model_info.remove(
+                old.manifest.name, str(old.manifest.version), self.settings.backend
+            )
+        self.metrics.model_info.labels(
+            new.manifest.name, str(new.manifest.version), self.settings.backend
+        ).set(1)
+        self.metrics.model_loads.labels("served").inc()
+        return old
+
+    async def _follow_repository(self) -> None:
+        """Serve each newly promoted version: poll the repository's active version, load the new one
+        beside the old, encode the stored label sets with it, switch, then retire the old one once its
+        requests have finished. A version that fails to load is refused and the old one keeps serving."""
+        while True:
+            await asyncio.sleep(self.settings.model_poll_s)
+            try:
+                wanted = await asyncio.to_thread(self._promoted)
+            except Exception as exc:  # e.g. a config.pbtxt being rewritten by hand: look again later
+                log.warning("could not read the active model version: %s", exc)
+                continue
+            current = self.served.manifest.version if self.served is not None else None
+            if wanted is None or wanted[0] == current or wanted == self._refused:
+                continue
+            try:
+                await self._swap()
+                self._refused = None
+            except Exception as exc:
+                self._refused = wanted
+                self.metrics.model_loads.labels("refused").inc()
+                log.error(
+                    "refused model version %d: %s; %s",
+                    wanted[0],
+                    f"{type(exc).__name__}: {exc}",
+                    f"still serving version {current}" if current is not None else "no model is served",
+                )
+
+    def _promoted(self) -> tuple[int, int] | None:
+        """The active version and when its config was written (a rewrite retries a refused version)."""
+        name = resolve_bundle(self.settings.repository, self.settings.model_name)
+        config = self.settings.repository / f"{name}_image" / "config.pbtxt"
+        version = active_version(self.settings.repository, name)
+        return None if version is None else (version, config.stat().st_mtime_ns)
+
+    async def _swap(self) -> None:
+        runtime = await ModelRuntime.load(self.settings)
+        new = self._serve(runtime)
+        try:
+            deadline = time.monotonic() + self.settings.model_ready_timeout_s
+            while (reason := await runtime.encoders.readiness()) is not None:
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(
+                        f"not ready after {self.settings.model_ready_timeout_s:g} s: {reason}"
+                    )
+                await asyncio.sleep(0.5)
+            await self._encode_label_sets(new)
+        except BaseException:
+            await new.retire(0)
+            raise
+        old = self._switch_to(new)
+        log.info("now serving %s version %d", new.manifest.name, new.manifest.version)
+        if old is not None:
+            self._spawn(self._retire(old))
+
+    async def _retire(self, old: ServedModel) -> None:
+        if not await old.retire(self.settings.request_timeout_s):
+            log.warning("version %d closed with requests still running", old.manifest.version)
+        self.cache.drop_model(old.key)
+        self.scorer.forget(lambda key: key[0] == old.key)
+
+    async def warm_label_sets(self, served: ServedModel) -> None:
         """Encode stored label sets for this model version (once the backend answers), so their first
         use is a cache hit."""
-        while (reason := await self.readiness()) is not None:
+        while (reason := await served.runtime.encoders.readiness()) is not None:
             log.info("label sets wait for the backend: %s", reason)
             await asyncio.sleep(1.0)
+        await self._encode_label_sets(served)
+
+    async def _encode_label_sets(self, served: ServedModel) -> None:
         try:
             label_sets = await asyncio.to_thread(self.store.list)
         except LabelStoreUnavailable as exc:
-            log.warning("label sets not warmed: %s", exc)
+            log.warning("label sets not encoded for version %d: %s", served.manifest.version, exc)
             return
         for label_set in label_sets:
             try:
-                _, templates = await self.resolve_labels(label_set.labels[:1], None, label_set.templates)
-                await self.label_matrix(label_set.labels, templates)
+                templates = _templates(served, label_set.templates)
+                await self.label_matrix(served, label_set.labels, templates)
             except Exception as exc:  # one bad set must not stop the others
                 log.warning("could not encode label set %s: %s", label_set.name, exc)
 
     async def stop(self) -> None:
-        if self._warming is not None:
-            self._warming.cancel()
+        for task in list(self._tasks):
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._warming
-        if self.batcher is not None:
-            await self.batcher.stop()
-        if self.runtime is not None:
-            await self.runtime.encoders.close()
+                await task
+        if self.served is not None:
+            await self.served.retire(0)
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     async def readiness(self) -> str | None:
         """None when a model is loaded and its backend can serve it, else why not."""
-        if self.runtime is None:
+        if self.served is None:
             return self.load_error or "the model is still loading"
-        reason = await self.runtime.encoders.readiness()
+        reason = await self.served.runtime.encoders.readiness()
         self.metrics.backend_up.set(0 if reason else 1)
         return reason
 
-    def model(self) -> ModelRuntime:
-        if self.runtime is None:
+    def model(self) -> ServedModel:
+        """The version new requests use (pin it with ``pinned()`` for the request's duration)."""
+        if self.served is None:
             raise ApiError(503, "not_ready", f"no model is loaded ({self.load_error or 'still loading'})")
-        return self.runtime
+        return self.served
 
     async def info(self) -> ModelInfo:
-        runtime = self.model()
-        if runtime.encoders.version() is None:
+        served = self.model()
+        encoders = served.runtime.encoders
+        if encoders.version() is None:
             await self.readiness()  # the Triton backend learns the server's version when it first answers
-        m = runtime.bundle.manifest
+        m = served.manifest
         return ModelInfo(
-            name=m.name, version=m.version, backend=runtime.encoders.name,
-            backend_version=runtime.encoders.version(), providers=runtime.encoders.providers(),
+            name=m.name, version=m.version, backend=encoders.name,
+            backend_version=encoders.version(), providers=encoders.providers(),
             embed_dim=m.embed_dim, image_size=m.preprocess.size, loss=m.loss, templates=list(m.templates),
         )  # fmt: skip
-
-    def ref(self) -> ModelRef:
-        m = self.model().bundle.manifest
-        return ModelRef(name=m.name, version=m.version)
 
     # Encoders -------------------------------------------------------------------------------------
     async def _backend_call(self, encoder: str, work: Awaitable[T]) -> T:
@@ -205,17 +285,14 @@ class Gateway:
         self.metrics.backend_up.set(1)
         return result
 
-    async def _run_image_encoder(self, pixels: np.ndarray) -> np.ndarray:
-        return await self._backend_call("image", self.model().encoders.encode_images(pixels))
-
-    def _decode(self, data: bytes) -> np.ndarray:
+    def _decode(self, served: ServedModel, data: bytes) -> np.ndarray:
         began = time.perf_counter()
         try:
-            return decode_image(data, self.model().bundle.manifest.preprocess, self.decode_limits)
+            return decode_image(data, served.manifest.preprocess, self.decode_limits)
         finally:
             self.metrics.preprocess_duration.observe(time.perf_counter() - began)
 
-    async def embed_image_bytes(self, images: Sequence[bytes]) -> np.ndarray:
+    async def _image_embeddings(self, served: ServedModel, images: Sequence[bytes]) -> np.ndarray:
         if not images:
             raise ApiError(400, "no_images", "send at least one image")
         if len(images) > self.settings.max_images:
@@ -224,37 +301,45 @@ class Gateway:
                 "too_many_images",
                 f"{len(images)} images in one request; the limit is {self.settings.max_images}",
             )
-        self.model()
         self.metrics.images.inc(len(images))
         try:
             with self.backlog.hold(len(images)):  # counted before decoding: the bound covers decode memory
-                return await self._decode_and_encode(images)
+                return await self._decode_and_encode(served, images)
         except QueueFull as exc:
             raise ApiError(429, "overloaded", f"the server is busy ({exc}): retry with backoff") from None
 
-    async def _decode_and_encode(self, images: Sequence[bytes]) -> np.ndarray:
+    async def _decode_and_encode(self, served: ServedModel, images: Sequence[bytes]) -> np.ndarray:
         loop = asyncio.get_running_loop()
-        decoding = (loop.run_in_executor(self.decode_pool, self._decode, data) for data in images)
+        decoding = (loop.run_in_executor(self.decode_pool, self._decode, served, data) for data in images)
         pixels = np.stack(await asyncio.gather(*decoding))
-        if self.batcher is not None:
-            return await self.batcher.submit(pixels)
+        if served.batcher is not None:
+            return await served.batcher.submit(pixels)
         self.metrics.batch_size.labels("image").observe(len(pixels))
-        return await self._run_image_encoder(pixels)
+        return await self._backend_call("image", served.runtime.encoders.encode_images(pixels))
 
-    async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+    async def embed_images(self, images: Sequence[bytes]) -> EmbedResponse:
+        with self.model().pinned() as served:
+            return _embed_response(served, await self._image_embeddings(served, images))
+
+    async def embed_texts(self, texts: Sequence[str]) -> EmbedResponse:
         if not texts:
             raise ApiError(400, "no_texts", "send at least one text")
         if len(texts) > self.settings.max_texts:
             raise ApiError(
                 413, "too_many_texts", f"{len(texts)} texts; the limit is {self.settings.max_texts}"
             )
-        embeddings = await self._backend_call("text", self.model().encode_texts(texts))
-        self.metrics.batch_size.labels("text").observe(len(texts))
-        return embeddings
+        with self.model().pinned() as served:
+            embeddings = await self._backend_call("text", served.runtime.encode_texts(texts))
+            self.metrics.batch_size.labels("text").observe(len(texts))
+            return _embed_response(served, embeddings)
 
     # Classification ------------------------------------------------------------------------------
     async def resolve_labels(
-        self, labels: Sequence[str] | None, label_set: str | None, templates: Sequence[str] | None
+        self,
+        served: ServedModel,
+        labels: Sequence[str] | None,
+        label_set: str | None,
+        templates: Sequence[str] | None,
     ) -> tuple[list[str], tuple[str, ...]]:
         if (labels is None) == (label_set is None):
             raise ApiError(400, "labels_required", "send either labels or label_set (exactly one of them)")
@@ -270,14 +355,13 @@ class Gateway:
                 )
             except LabelError as exc:
                 raise label_error(exc) from None
-        chosen = tuple(templates) if templates else self.model().templates
-        if any("{}" not in t for t in chosen):
-            raise ApiError(422, "invalid_template", "every template needs a {} where the label goes")
-        return list(labels), chosen
+        return list(labels), _templates(served, templates)
 
-    async def label_matrix(self, labels: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+    async def label_matrix(
+        self, served: ServedModel, labels: Sequence[str], templates: Sequence[str]
+    ) -> np.ndarray:
         """Label embeddings from the cache; only the missing labels go to the text encoder."""
-        runtime = self.model()
+        runtime = served.runtime
         templates = tuple(templates)
         hits, missing = self.cache.get_many(runtime.key, templates, labels)
         if missing:
@@ -295,20 +379,32 @@ class Gateway:
         templates: Sequence[str] | None,
         top_k: int | None,
     ) -> ClassifyResponse:
-        labels, chosen = await self.resolve_labels(labels, label_set, templates)
+        with self.model().pinned() as served:
+            return await self._classify(served, images, labels, label_set, templates, top_k)
+
+    async def _classify(
+        self,
+        served: ServedModel,
+        images: Sequence[bytes],
+        labels: Sequence[str] | None,
+        label_set: str | None,
+        templates: Sequence[str] | None,
+        top_k: int | None,
+    ) -> ClassifyResponse:
+        labels, chosen = await self.resolve_labels(served, labels, label_set, templates)
         # A label set's matrix stays on the scoring device; its key changes whenever the set does.
-        key = (self.model().key, chosen, hash(tuple(labels))) if label_set is not None else None
+        key = (served.key, chosen, hash(tuple(labels))) if label_set is not None else None
         if key is not None and self.scorer.holds(key):
-            image_emb, matrix = await self.embed_image_bytes(images), None
+            image_emb, matrix = await self._image_embeddings(served, images), None
         else:
             image_emb, matrix = await asyncio.gather(
-                self.embed_image_bytes(images), self.label_matrix(labels, chosen)
+                self._image_embeddings(served, images), self.label_matrix(served, labels, chosen)
             )
-        m = self.model().bundle.manifest
+        m = served.manifest
         try:
             probs = self.scorer.probabilities(image_emb, matrix, m.logit_scale, m.logit_bias, m.loss, key)
         except KeyError:  # evicted from the device between the check and the use: build it again
-            matrix = await self.label_matrix(labels, chosen)
+            matrix = await self.label_matrix(served, labels, chosen)
             probs = self.scorer.probabilities(image_emb, matrix, m.logit_scale, m.logit_bias, m.loss, key)
         k = min(top_k or len(labels), len(labels))
         results = []
@@ -317,10 +413,7 @@ class Gateway:
             results.append(
                 ImageResult(predictions=[Prediction(label=labels[i], score=float(row[i])) for i in best])
             )
-        return ClassifyResponse(model=self.ref(), results=results)
-
-    def embed_response(self, embeddings: np.ndarray) -> EmbedResponse:
-        return EmbedResponse(model=self.ref(), dim=int(embeddings.shape[1]), embeddings=embeddings.tolist())
+        return ClassifyResponse(model=served.ref(), results=results)
 
     # Label sets -----------------------------------------------------------------------------------
     async def put_label_set(self, name: str, labels: list[str], templates: list[str] | None) -> LabelSet:
@@ -331,6 +424,19 @@ class Gateway:
             raise label_error(exc) from None
         except ValueError as exc:
             raise ApiError(422, "invalid_label_set", str(exc).splitlines()[0]) from None
-        _, chosen = await self.resolve_labels(clean[:1], None, templates)
-        await self.label_matrix(clean, chosen)  # encode and cache now, so classify is fast at once
+        with self.model().pinned() as served:
+            await self.label_matrix(
+                served, clean, _templates(served, templates)
+            )  # encode and cache now, so classify is fast at once
         return await asyncio.to_thread(self.store.put, label_set)
+
+
+def _templates(served: ServedModel, templates: Sequence[str] | None) -> tuple[str, ...]:
+    chosen = tuple(templates) if templates else served.runtime.templates
+    if any("{}" not in t for t in chosen):
+        raise ApiError(422, "invalid_template", "every template needs a {} where the label goes")
+    return chosen
+
+
+def _embed_response(served: ServedModel, embeddings: np.ndarray) -> EmbedResponse:
+    return EmbedResponse(model=served.ref(), dim=int(embeddings.shape[1]), embeddings=embeddings.tolist())

@@ -43,6 +43,14 @@ class Metrics:
         self.model_info = Gauge(
             "lit_model_info", "The active model", ["name", "version", "backend"], registry=r
         )
+        self.model_loads = Counter(
+            "lit_model_loads",
+            "Model versions served, or refused (damaged or unloadable: the old one keeps serving)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("served", "refused"):  # exported from the start at 0, so increase() sees the first
+            self.model_loads.labels(outcome)
         self.backend_errors = Counter("lit_backend_errors", "Failed encoder calls", registry=r)
         self.backend_up = Gauge(
             "lit_backend_up", "1 if the backend answered the last call or readiness check, else 0", registry=r

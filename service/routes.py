@@ -99,7 +99,7 @@ def build_router() -> APIRouter:
             images = [decode_base64(s) for s in parse_json(EmbedImageRequest, await request.body()).images]
         else:
             images = (await read_image_request(request))["images"]
-        return gw.embed_response(await with_timeout(request, gw.embed_image_bytes(images)))
+        return await with_timeout(request, gw.embed_images(images))
 
     @router.post(
         "/embed/text",
@@ -108,7 +108,7 @@ def build_router() -> APIRouter:
         dependencies=[Depends(require_json)],
     )
     async def embed_text(body: EmbedTextRequest, request: Request, gw: GatewayDep) -> EmbedResponse:
-        return gw.embed_response(await with_timeout(request, gw.embed_texts(body.texts)))
+        return await with_timeout(request, gw.embed_texts(body.texts))
 
     @router.put(
         "/label-sets/{name}",

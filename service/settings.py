@@ -26,6 +26,15 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads per session (0 = auto)")
 
+    model_poll_s: float = Field(
+        default=5.0, ge=0, description="how often to look for a newly promoted version to swap in (0 = never)"
+    )
+    model_ready_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="how long a new version may take to become ready before it is refused",
+    )
+
     # Triton backend (LIT_BACKEND=triton): Triton serves the same model repository as LIT_REPOSITORY
     triton_url: str = Field(default="127.0.0.1:8001", description="host:port, without a scheme")
     triton_protocol: Literal["grpc", "http"] = Field(default="grpc", description="grpc (8001) or http (8000)")

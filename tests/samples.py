@@ -35,8 +35,8 @@ def images(count: int, offset: int = 0) -> list[bytes]:
 class Reference:
     """Scores computed directly from the bundle's ONNX files and manifest, without the gateway."""
 
-    def __init__(self, repository: Path = REPOSITORY) -> None:
-        bundle = load_bundle(repository)
+    def __init__(self, repository: Path = REPOSITORY, version: int | None = None) -> None:
+        bundle = load_bundle(repository, version=version)
         self.manifest = bundle.manifest
         self.image = ort.InferenceSession(str(bundle.image_model), providers=["CPUExecutionProvider"])
         self.text = ort.InferenceSession(str(bundle.text_model), providers=["CPUExecutionProvider"])
