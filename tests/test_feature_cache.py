@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from lit_bundle import PreprocessSpec
@@ -70,6 +71,22 @@ def test_half_written_cache_is_never_used(tmp_path: Path) -> None:
     assert store.load(key) is None
     cache = store.build(key, tower, data, progress=False)
     assert len(cache) == len(data) and cache.dim != 4
+
+
+def test_shards_have_checksums_that_catch_corruption(tmp_path: Path) -> None:
+    tower = _tower()
+    data = _data(tower)
+    store = FeatureCache(tmp_path)
+    key = cache_key(tower, tower.preprocess, data.fingerprint())
+    cache = store.build(key, tower, data, batch_size=5, progress=False, shard_rows=10)
+    assert [len(s) for s in cache._shards] == [10, 10, 4]
+    cache.verify()
+    shard = store.path(key) / "shard-00001.npy"
+    raw = bytearray(shard.read_bytes())
+    raw[-1] ^= 1
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"shard-00001\.npy is corrupt"):
+        store.load(key).verify()
 
 
 def test_training_builds_once_then_reuses_and_rebuilds_on_change(tmp_path: Path, tower_weights: Path) -> None:

@@ -1,15 +1,15 @@
 """Checkpoints written atomically: a reader sees a complete checkpoint or none.
 
 Layout: ``<out_dir>/step-0000100/`` holding ``model.safetensors`` (weights), ``train_state.pt``
-(optimiser state, step, RNG states), ``tokenizer.json`` and ``config.json``; ``<out_dir>/latest`` names
-the newest complete one.
+(optimiser state, step, RNG states, history), ``tokenizer.json`` and ``config.json``; ``<out_dir>/latest``
+names the newest one. A checkpoint is filled in a hidden staging folder, flushed to disk and renamed into
+place, and only then does ``latest`` move to it, so a run killed at any instant leaves every visible
+``step-*`` folder complete and ``latest`` naming one of them.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,11 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from lit_bundle.manifest import write_text_atomic
+from training import atomic
 
 LATEST = "latest"
+REQUIRED = ("model.safetensors", "train_state.pt", "config.json")
+_STEP_DIR = re.compile(r"step-(\d+)")
 
 
 def save_checkpoint(
@@ -32,30 +34,40 @@ def save_checkpoint(
 ) -> Path:
     """Write checkpoint ``step`` and point ``latest`` at it; returns its folder."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"step-{step:07d}"
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=out_dir))
-    try:
+    with atomic.staging_dir(out_dir, target.name) as staging:
         save_model(model, str(staging / "model.safetensors"))
         torch.save(train_state, staging / "train_state.pt")
         (staging / "config.json").write_text(config_json)
         if tokenizer_writer is not None:
             tokenizer_writer(staging)
-        if target.exists():  # re-saving the same step: move the old one aside first
-            shutil.rmtree(target)
-        os.rename(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    write_text_atomic(out_dir / LATEST, target.name + "\n")
+        atomic.commit_dir(staging, target, replace=True)  # re-saving a step replaces it whole
+    atomic.write_atomic(out_dir / LATEST, target.name + "\n")
     return target
 
 
+def is_complete(checkpoint: Path) -> bool:
+    return all((Path(checkpoint) / name).is_file() for name in REQUIRED)
+
+
+def checkpoints(out_dir: Path) -> list[Path]:
+    """The run's visible checkpoints, oldest first (staging folders are hidden and never listed)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in out_dir.iterdir() if (m := _STEP_DIR.fullmatch(p.name))]
+    return [path for _, path in sorted(found)]
+
+
 def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The checkpoint ``latest`` names; the newest complete one if that is missing (a kill mid-replace)."""
     pointer = Path(out_dir) / LATEST
-    if not pointer.is_file():
-        return None
-    path = Path(out_dir) / pointer.read_text().strip()
-    return path if (path / "model.safetensors").is_file() else None
+    if pointer.is_file():
+        path = Path(out_dir) / pointer.read_text().strip()
+        if is_complete(path):
+            return path
+    complete = [path for path in checkpoints(out_dir) if is_complete(path)]
+    return complete[-1] if complete else None
 
 
 def load_weights(model: nn.Module, checkpoint: Path) -> None:

@@ -60,7 +60,9 @@ def pretrain_cmd(config: ConfigOpt = None, overrides: Overrides = None, quiet: Q
 def train_cmd(
     config: ConfigOpt = None,
     overrides: Overrides = None,
-    resume: Annotated[bool, typer.Option(help="continue from out_dir's latest checkpoint")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="continue exactly from out_dir's latest checkpoint, if there is one")
+    ] = False,
     quiet: Quiet = False,
 ) -> None:
     """LiT contrastive tuning (run under torchrun for several processes)."""
@@ -78,8 +80,10 @@ def train_cmd(
     except (DataError, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     final = result.history[-1]["loss"] if result.history else float("nan")
+    resumed = f", resumed from {result.resumed_from.name}" if result.resumed_from else ""
     console.print(
-        f"checkpoint {result.checkpoint} (final loss {final:.4f}, feature cache: {result.cache_used})"
+        f"checkpoint {result.checkpoint} (final loss {final:.4f}, "
+        f"feature cache: {result.cache_used}{resumed})"
     )
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from training.atomic import write_atomic
 from training.templates import expand
 
 Metric = float | int | str
@@ -143,20 +142,6 @@ def confusion_matrix(labels: Any, predictions: Any, num_classes: int) -> np.ndar
 # ---------------------------------------------------------------------------------------------- report
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
-    """Write through ``write(file)`` into a temporary file next to ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _jsonable(value: Any) -> Any:
     """Plain JSON values: numpy/torch scalars unwrapped, non-finite floats become null."""
     if isinstance(value, dict):
@@ -218,7 +203,7 @@ def _plot_history(path: Path, title: str, history: Sequence[dict]) -> bool:
         ax.grid(alpha=0.3)
     axes[0].set_title(title)
     axes[-1].set_xlabel("step")
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110), binary=True)
     return True
 
 
@@ -255,7 +240,7 @@ def _plot_confusion(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{title}: confusion matrix" + ("  (red: highlighted classes)" if marked else ""))
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100), binary=True)
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100), binary=True)
 
 
 def write_report(
@@ -319,8 +304,8 @@ def write_report(
         if key in written:
             lines += ["", f"## {caption}", "", f"![{caption}]({written[key].name})"]
     markdown = "\n".join(lines) + "\n"
-    _atomic_write(written["markdown"], lambda f: f.write(markdown))
+    write_atomic(written["markdown"], markdown)
 
     text = _dumps_report(report)
-    _atomic_write(written["json"], lambda f: f.write(text))
+    write_atomic(written["json"], text)
     return written

@@ -8,9 +8,7 @@ fails is never written.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,8 +38,10 @@ from lit_bundle.manifest import (
 from lit_bundle.preprocess import resize_and_crop
 from lit_bundle.repository import CONFIG_FILE, active_version, next_version, promote, publish
 from lit_bundle.triton import TritonOptions, encoder_config, write_config
+from training import atomic
 
 OPSET = 17
+STAGING_PREFIX = ".staging-"  # versions being written; hidden from readers and from .dockerignore
 FP32_TOLERANCE = 1e-4
 FP16_TOLERANCE = 2e-2
 
@@ -211,16 +211,12 @@ def export_bundle(
     triton = triton or TritonOptions()
     name = request.name
     image_root, text_root = repository / f"{name}_image", repository / f"{name}_text"
-    image_root.mkdir(parents=True, exist_ok=True)
-    text_root.mkdir(parents=True, exist_ok=True)
-    staged_image = Path(tempfile.mkdtemp(prefix=".staging-", dir=image_root))
-    staged_text = Path(tempfile.mkdtemp(prefix=".staging-", dir=text_root))
-    for staged in (
-        staged_image,
-        staged_text,
-    ):  # mkdtemp makes 0700: Triton and a gateway may run as other users
-        staged.chmod(0o755)
-    try:
+    for root in (image_root, text_root):  # versions staged by exports that were killed
+        atomic.remove_stale(root, prefix=STAGING_PREFIX)
+    with (
+        atomic.staging_dir(image_root, name, prefix=STAGING_PREFIX) as staged_image,
+        atomic.staging_dir(text_root, name, prefix=STAGING_PREFIX) as staged_text,
+    ):
         image_graph = ImageGraph(request.image_encoder, request.preprocess).eval()
         text_graph = TextGraph(request.text_encoder).eval()
         size = request.preprocess.size
@@ -257,9 +253,6 @@ def export_bundle(
         manifest = _publish(request, repository, staged_image, staged_text, check, fp16)
         steps.update()
         steps.close()
-    finally:
-        shutil.rmtree(staged_image, ignore_errors=True)
-        shutil.rmtree(staged_text, ignore_errors=True)
     if activate or (activate is None and active_version(repository, name) is None):
         promote(repository, name, manifest.version, triton)
     else:  # keep serving the active version, but make sure configs exist and are current
@@ -326,8 +319,13 @@ def _publish(
         files = {rel: sha256_file(src) for rel, src in staged_paths.items()}
         manifest = manifest.model_copy(update={"files": files})
         write_text_atomic(staged_image / MANIFEST_FILE, manifest.model_dump_json(indent=1))
+        atomic.fsync_tree(staged_text)  # on disk before the renames that make the version visible
+        atomic.fsync_tree(staged_image)
         try:
-            return publish(repository, manifest, staged_image, staged_text)
+            published = publish(repository, manifest, staged_image, staged_text)
         except FileExistsError:
             continue  # another exporter took this version number: take the next one
+        atomic.fsync_dir(staged_text.parent)  # the renames themselves survive a power cut
+        atomic.fsync_dir(staged_image.parent)
+        return published
     raise ExportError(f"could not find a free version number for {request.name} in {repository}")

@@ -3,17 +3,16 @@
 A locked tower without augmentation maps each image to the same features every epoch, so they are
 computed once and training reads them from memory-mapped shards instead of running the tower. The cache
 is keyed by a hash of the tower's weights, its preprocessing and the data's fingerprint; changing any of
-them gives a new key. A cache is built in a temporary folder and renamed into place only once complete,
-so a half-written cache is never seen.
+them gives a new key. A cache is built in a hidden staging folder, flushed to disk and renamed into place
+only once complete, so no reader ever sees a half-written shard; ``meta.json`` records each file's sha256
+(``CachedFeatures.verify``). Staging folders of builds that were killed are deleted by the next build.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm import tqdm
 
 from lit_bundle import PreprocessSpec
+from lit_bundle.manifest import sha256_file
+from training import atomic
 from training.data.pairs import collate_pairs
 
 CACHE_FORMAT = 1
@@ -66,6 +67,15 @@ class CachedFeatures:
     def skipped(self) -> int:
         return int(self.meta["skipped"])
 
+    def verify(self) -> None:
+        """Re-hash every file against ``meta.json``; raises ``ValueError`` naming the first that differs."""
+        expected = self.meta.get("sha256")
+        if not expected:
+            raise ValueError(f"feature cache {self.directory} has no checksums (an older version built it)")
+        for name, digest in expected.items():
+            if sha256_file(self.directory / name) != digest:
+                raise ValueError(f"feature cache file {self.directory / name} is corrupt: delete the folder")
+
     def get_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, list[str]]:
         index = np.asarray(indices, dtype=np.int64)
         shard_of = np.searchsorted(self._offsets, index, side="right") - 1
@@ -100,24 +110,29 @@ class FeatureCache:
         workers: int = 0,
         device: torch.device | None = None,
         progress: bool = True,
+        shard_rows: int = SHARD_ROWS,
     ) -> CachedFeatures:
-        """Run ``tower`` once over ``dataset`` (items ``(pixels, caption)`` or ``None``) and store it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:16]}-", dir=self.root))
-        try:
+        """Run ``tower`` once over ``dataset`` (items ``(pixels, caption)`` or ``None``) and store it.
+
+        Safe to kill at any point: the cache appears whole or not at all, and a rerun builds it again.
+        """
+        atomic.remove_stale(self.root)  # staging folders of builds that were killed
+        target = self.path(key)
+        with atomic.staging_dir(self.root, key[:16]) as staging:
             device = device or next(tower.parameters()).device
-            meta = self._write(staging, tower, dataset, batch_size, workers, device, progress)
+            meta = self._write(staging, tower, dataset, batch_size, workers, device, progress, shard_rows)
+            files = [*meta["shards"], "captions.json"]
+            meta["sha256"] = {name: sha256_file(staging / name) for name in files}
             (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-            if self.path(key).exists() and not (self.path(key) / "meta.json").is_file():
-                shutil.rmtree(self.path(key))  # debris of an incomplete cache: never used, replaced
+            debris = target.exists() and not (target / "meta.json").is_file()
+            if debris:  # not made by this module (a build by hand, an older version): never used, replaced
+                shutil.rmtree(target)
             try:
-                os.rename(staging, self.path(key))
+                atomic.commit_dir(staging, target)
             except OSError:
-                if not (self.path(key) / "meta.json").is_file():  # not another process winning the race
+                if not (target / "meta.json").is_file():  # not another process winning the race
                     raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return CachedFeatures(self.path(key))
+        return CachedFeatures(target)
 
     @staticmethod
     def _write(
@@ -128,6 +143,7 @@ class FeatureCache:
         workers: int,
         device: torch.device,
         progress: bool,
+        shard_rows: int,
     ) -> dict:
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_pairs)
         was_training = tower.training
@@ -137,11 +153,15 @@ class FeatureCache:
         shards: list[str] = []
         skipped, dim = 0, 0
 
-        def flush() -> None:
+        def flush(rows: int | None = None) -> None:
+            """Write the first ``rows`` pending rows (all by default) as the next shard."""
+            block = np.concatenate(pending)
             name = f"shard-{len(shards):05d}.npy"
-            np.save(staging / name, np.concatenate(pending))
+            np.save(staging / name, block[:rows])
             shards.append(name)
             pending.clear()
+            if rows is not None and len(block) > rows:
+                pending.append(block[rows:])
 
         total = len(dataset) if not isinstance(dataset, IterableDataset) else None
         with torch.no_grad(), tqdm(total=total, desc="caching locked features", disable=not progress) as bar:
@@ -154,8 +174,8 @@ class FeatureCache:
                 dim = features.shape[1]
                 pending.append(features)
                 captions.extend(batch.captions)
-                if sum(len(p) for p in pending) >= SHARD_ROWS:
-                    flush()
+                while sum(len(p) for p in pending) >= shard_rows:
+                    flush(shard_rows)
         tower.train(was_training)
         if pending:
             flush()

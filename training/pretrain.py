@@ -6,8 +6,6 @@ that are disjoint from the text-tuning data (their own ``pretrain`` stream), the
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
+from training.atomic import replacing
 from training.config import PretrainConfig
 from training.data.pairs import pixel_transform
 from training.data.synthetic import COLOURS, SHAPES, SyntheticPairs, SyntheticWorld
@@ -91,9 +90,6 @@ def pretrain_tower(cfg: PretrainConfig, progress: bool = True) -> PretrainResult
         model, held_pixels, torch.from_numpy(held_set.shape_labels), torch.from_numpy(held_set.colour_labels)
     )
     out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, tmp)
-    os.replace(tmp, out)
+    with replacing(out) as tmp:
+        save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(tmp))
     return PretrainResult(out, shape_acc, colour_acc)

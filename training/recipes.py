@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from training.atomic import write_atomic
 from training.config import LitMode, PretrainConfig, TrainConfig, load_config
 from training.factory import load_trained
 from training.pretrain import pretrain_tower
@@ -97,7 +98,7 @@ def build_demo(out: Path, overrides: Sequence[str] = (), progress: bool = True) 
             "build_seconds": round(time.perf_counter() - began, 1),
         }
     )
-    (out / "summary.json").write_text(json.dumps(summary.evaluation.metrics, indent=1))
+    write_atomic(out / "summary.json", json.dumps(summary.evaluation.metrics, indent=1))
     return summary
 
 
@@ -133,8 +134,8 @@ def run_ablation(
         }
         for s in summaries
     ]
-    (out / "ablation.json").write_text(json.dumps(rows, indent=1))
-    (out / "ablation.md").write_text(ablation_markdown(rows))
+    write_atomic(out / "ablation.json", json.dumps(rows, indent=1))
+    write_atomic(out / "ablation.md", ablation_markdown(rows))
     return summaries
 
 

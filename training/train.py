@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
-from training import batches, distributed
+from training import atomic, batches, distributed
 from training.checkpoint import latest_checkpoint, load_train_state, load_weights, save_checkpoint
 from training.config import TrainConfig
 from training.data.pairs import collate_pairs, pixel_transform
@@ -51,13 +51,19 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global RNG this process draws from (dropout uses torch's; on a GPU, the current device's)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def make_optimizer(model: LiTModel, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -86,6 +92,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     cache_used: bool = False
     train_seconds: float = 0.0
+    resumed_from: Path | None = None
 
 
 class _StepBatchSampler:
@@ -172,12 +179,18 @@ def train(
     """Run LiT training as configured; ``evaluator(model, step) -> metrics`` runs every ``eval_every``.
 
     ``stop_at`` ends this run early after that step with a checkpoint (a time slice of a preemptible
-    job); ``resume=True`` continues from the latest checkpoint exactly as if never stopped.
+    job); ``resume=True`` continues from the latest checkpoint exactly as if never stopped (or killed):
+    the batches of step ``s`` are a pure function of ``(seed, s)`` (see ``batches``), the learning rate
+    a pure function of ``s``, and the checkpoint holds the weights, optimiser state, every process's RNG
+    states and the history, so the resumed run computes what the uninterrupted one would: bit for bit on
+    the CPU (with the same thread count); on GPUs up to nondeterministic kernels.
     """
     info = distributed.init_distributed()
     batches.check_divisible(cfg.batch_size, info.world_size, cfg.accumulation)
     seed_everything(cfg.seed)
     out_dir = Path(cfg.out_dir)
+    if info.is_main:
+        atomic.remove_stale(out_dir)  # what an earlier run killed while saving left behind
     checkpoint = latest_checkpoint(out_dir) if resume else None
 
     image_tower = build_image_tower(cfg.model.image, pretrained=image_pretrained(cfg.model.mode))
@@ -267,5 +280,5 @@ def train(
     if start < end or saved is None:
         saved = save(end)
     if info.is_main:
-        (out_dir / "history.json").write_text(json.dumps(history))
-    return TrainResult(Path(saved) if saved else out_dir, history, cached, train_seconds)
+        atomic.write_atomic(out_dir / "history.json", json.dumps(history))
+    return TrainResult(Path(saved) if saved else out_dir, history, cached, train_seconds, checkpoint)
