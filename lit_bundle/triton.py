@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lit_bundle.manifest import EncoderSpec, TensorSpec, write_text_atomic
+from lit_bundle.atomic import write_atomic
+from lit_bundle.manifest import EncoderSpec, TensorSpec
 
 BACKEND = "onnxruntime"
 
@@ -211,7 +212,7 @@ def _join_entries(entries: list[list[str]]) -> list[str]:
 
 def write_config(path: Path, text: str) -> None:
     """Write ``config.pbtxt`` atomically: Triton and the gateway may be polling it right now."""
-    write_text_atomic(Path(path), text)
+    write_atomic(Path(path), text)
 
 
 def _model_config_pb2() -> Any:

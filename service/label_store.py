@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -23,6 +21,8 @@ from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from lit_bundle.atomic import fsync_dir, remove_stale, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +148,16 @@ class FileLabelStore:
     """One ``<name>.json`` per set in one folder, each replaced atomically.
 
     A write goes to a hidden temp file in the same folder, is fsynced, then ``os.replace``d over the set's
-    file, so a reader or a concurrent writer sees either the old or a new complete file; the last rename
-    wins. Temp files start with ``.`` and never match a set name, so leftovers from a crash are ignored.
+    file (:mod:`lit_bundle.atomic`), so a reader or a concurrent writer sees either the old or a new
+    complete file; the last rename wins. Temp files never match a set name; those of dead writers are
+    removed at start.
     Names are case-sensitive; on a case-insensitive filesystem ``Pets`` and ``pets`` would collide.
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory).expanduser()
         self.directory.mkdir(parents=True, exist_ok=True)
+        remove_stale(self.directory)
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.json"
@@ -184,18 +186,7 @@ class FileLabelStore:
             log.warning("%s; replacing it", error)
             previous = None
         stored = _stamped(label_set, previous)
-        fd, temp = tempfile.mkstemp(dir=self.directory, prefix=f".{label_set.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(stored.model_dump_json().encode())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self._path(label_set.name))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
-        _fsync_dir(self.directory)
+        write_atomic(self._path(label_set.name), stored.model_dump_json())
         return stored
 
     def delete(self, name: str) -> bool:
@@ -205,7 +196,7 @@ class FileLabelStore:
             self._path(name).unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return True
 
     def list(self) -> list[LabelSet]:
@@ -346,17 +337,3 @@ def _short(error: Exception) -> str:
         return f"{where + ': ' if where else ''}{first['msg']}"
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename/unlink durable; not all platforms allow opening a folder, so best effort."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

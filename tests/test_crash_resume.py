@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from lit_bundle import atomic
 from tests import crash_worker
 from tests.helpers import tiny_config
-from training import atomic
 from training.checkpoint import checkpoints, is_complete, latest_checkpoint, load_train_state, load_weights
 from training.feature_cache import FeatureCache
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from lit_bundle.atomic import write_atomic
 from lit_bundle.manifest import (
     EncoderSpec,
     Manifest,
@@ -16,7 +17,6 @@ from lit_bundle.manifest import (
     TextSpec,
     manifest_path,
     read_manifest,
-    write_text_atomic,
 )
 from lit_bundle.preprocess import PreprocessSpec
 from lit_bundle.triton import (
@@ -307,7 +307,7 @@ def test_repository_check_uses_the_manifest(tmp_path: Path) -> None:
         text_encoder=TEXT,
         text=TextSpec(tokenizer="demo_text/2/tokenizer.json", context_length=16),
     )
-    write_text_atomic(manifest_path(tmp_path, "demo", 2), manifest.model_dump_json())
+    write_atomic(manifest_path(tmp_path, "demo", 2), manifest.model_dump_json())
     for encoder in (IMAGE, TEXT):
         write_config(
             tmp_path / encoder.triton_name / "config.pbtxt", encoder_config(encoder, [2], TritonOptions())

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from training import atomic
+from lit_bundle import atomic
 
 LATEST = "latest"
 REQUIRED = ("model.safetensors", "train_state.pt", "config.json")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from training.atomic import write_atomic
+from lit_bundle.atomic import write_atomic
 from training.templates import expand
 
 Metric = float | int | str

@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 from torch import nn
 from tqdm import tqdm
 
-from lit_bundle import PreprocessSpec
+from lit_bundle import PreprocessSpec, atomic
 from lit_bundle.manifest import (
     MANIFEST_FILE,
     EncoderSpec,
@@ -33,12 +33,10 @@ from lit_bundle.manifest import (
     TensorSpec,
     TextSpec,
     sha256_file,
-    write_text_atomic,
 )
 from lit_bundle.preprocess import resize_and_crop
 from lit_bundle.repository import CONFIG_FILE, active_version, next_version, promote, publish
 from lit_bundle.triton import TritonOptions, encoder_config, write_config
-from training import atomic
 
 OPSET = 17
 STAGING_PREFIX = ".staging-"  # versions being written; hidden from readers and from .dockerignore
@@ -318,7 +316,7 @@ def _publish(
         }
         files = {rel: sha256_file(src) for rel, src in staged_paths.items()}
         manifest = manifest.model_copy(update={"files": files})
-        write_text_atomic(staged_image / MANIFEST_FILE, manifest.model_dump_json(indent=1))
+        atomic.write_atomic(staged_image / MANIFEST_FILE, manifest.model_dump_json(indent=1))
         atomic.fsync_tree(staged_text)  # on disk before the renames that make the version visible
         atomic.fsync_tree(staged_image)
         try:

@@ -22,9 +22,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm import tqdm
 
-from lit_bundle import PreprocessSpec
+from lit_bundle import PreprocessSpec, atomic
 from lit_bundle.manifest import sha256_file
-from training import atomic
 from training.data.pairs import collate_pairs
 
 CACHE_FORMAT = 1

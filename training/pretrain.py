@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
-from training.atomic import replacing
+from lit_bundle.atomic import replacing
 from training.config import PretrainConfig
 from training.data.pairs import pixel_transform
 from training.data.synthetic import COLOURS, SHAPES, SyntheticPairs, SyntheticWorld

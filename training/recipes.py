@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from training.atomic import write_atomic
+from lit_bundle.atomic import write_atomic
 from training.config import LitMode, PretrainConfig, TrainConfig, load_config
 from training.factory import load_trained
 from training.pretrain import pretrain_tower

@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 from tokenizers import Tokenizer
 
-from lit_bundle.manifest import write_text_atomic
+from lit_bundle.atomic import write_atomic
 from lit_bundle.repository import Bundle, active_version, load_bundle
 from lit_bundle.triton import TritonOptions
 from training.config import TrainConfig, load_config
@@ -416,6 +416,6 @@ def report_json(result: RetrainResult) -> str:
 
 def write_report(result: RetrainResult, report_dir: Path) -> dict[str, Path]:
     paths = {"markdown": report_dir / "retrain.md", "json": report_dir / "retrain.json"}
-    write_text_atomic(paths["markdown"], report_markdown(result))
-    write_text_atomic(paths["json"], report_json(result))
+    write_atomic(paths["markdown"], report_markdown(result))
+    write_atomic(paths["json"], report_json(result))
     return paths

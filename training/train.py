@@ -24,7 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
-from training import atomic, batches, distributed
+from lit_bundle import atomic
+from training import batches, distributed
 from training.checkpoint import latest_checkpoint, load_train_state, load_weights, save_checkpoint
 from training.config import TrainConfig
 from training.data.pairs import collate_pairs, pixel_transform
