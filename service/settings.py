@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(default_factory=list, description="if set, every /v1 route needs one")
     log_format: Literal["plain", "json"] = "plain"
     request_timeout_s: float = Field(default=30.0, gt=0)
+    shutdown_grace_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="on SIGTERM: stop accepting, let requests in flight finish, and exit within this "
+        "many seconds (requests still running when it is nearly up are cancelled)",
+    )
 
     # Batching of image encoder work (embedded backend; Triton batches with its own dynamic batcher)
     max_batch_size: int = Field(default=32, gt=0)

@@ -153,6 +153,18 @@ class TritonServer:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (no drain), and wait until it is gone. Its Python-backend
+        stubs notice and exit by themselves; it can be started again on the same ports at once."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def gateway_env(self, protocol: str, **extra: str) -> dict[str, str]:
+        """``LIT_*`` settings for a gateway using this server over ``protocol`` (grpc or http)."""
+        url = self.url(protocol)
+        return {"LIT_BACKEND": "triton", "LIT_TRITON_URL": url, "LIT_TRITON_PROTOCOL": protocol, **extra}
+
     def stop(self) -> None:
         """Stop the server and wait for it to exit (SIGKILL after 20 s)."""
         if self.process is None or self.process.poll() is not None:
