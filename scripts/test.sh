@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[serve,cpu,train,triton,dev]"
+.venv/bin/python -m pip install --quiet -e ".[serve,cpu,train,triton,client,dev]"
 # A real Triton server for the Triton-backend tests: the tritonserver binary inside nvidia-pytriton.
 # --no-deps: only the binary is used, and pytriton's own pins (numpy<2) would downgrade the project's.
 # Its Python backend stub needs NumPy 1.x, so that goes into a folder of its own (tests/triton_server.py).

@@ -9,18 +9,21 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ApiError
 from service.gateway import Gateway
 from service.guards import BODY_HINT, BodyLimit, error_response, require_api_key
+from service.hf_compat import build_hf_router
 from service.label_store import LabelStoreUnavailable
 from service.logs import access_fields_line
 from service.metrics import Metrics
-from service.routes import build_router
+from service.routes import allowed_methods, build_router
+from service.schemas import ErrorBody, ReadyResponse
 from service.settings import Settings
+from service.web import build_web_router
 
 log = logging.getLogger("service.access")
 
@@ -69,7 +72,13 @@ def create_app(settings: Settings) -> FastAPI:
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
             exc.status_code, "http_error"
         )
-        return error_response(ApiError(exc.status_code, code, str(exc.detail)))
+        message, headers = str(exc.detail), exc.headers
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}; see /docs for the API"
+        elif exc.status_code == 405:  # Allow must list every method of the path; Starlette names one route's
+            headers = {"Allow": allowed_methods(request)}
+            message = f"{request.method} is not allowed on {request.url.path}; use {headers['Allow']}"
+        return error_response(ApiError(exc.status_code, code, message), None, headers)
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
@@ -110,7 +119,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: 200 once a model is loaded and its backend answers")
+    @app.get(
+        "/readyz",
+        summary="Readiness: 200 once a model is loaded and its backend answers",
+        response_model=None,
+        responses={200: {"model": ReadyResponse}, 503: {"model": ErrorBody, "description": "not ready"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         gw: Gateway = request.app.state.gateway
         reason = await gw.readiness()
@@ -119,9 +133,11 @@ def create_app(settings: Settings) -> FastAPI:
         m = gw.served.manifest
         return JSONResponse({"status": "ready", "model": {"name": m.name, "version": m.version}})
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(build_router())
+    app.include_router(build_hf_router())
+    app.include_router(build_web_router())
     return app

@@ -1,7 +1,8 @@
 """Untrusted image bytes -> the uint8 ``(size, size, 3)`` array the image encoder takes.
 
 Every way a client's bytes can be wrong ends in an :class:`ApiError` with a 4xx status, never a 500:
-empty (400), too many bytes or pixels (413), not an image or a format we do not serve (415), damaged (400).
+empty (400), too many bytes or pixels (413), not an image or a format we do not serve (415), damaged or cut
+short, even inside the header of a format we serve (400), so elongated that resizing it would blow up (400).
 Pixel limits are checked from the header, before anything is decoded. Large JPEGs are decoded at 1/2, 1/4
 or 1/8 scale (Pillow's draft mode, i.e. libjpeg's DCT scaling), which is 2-4x faster and changes the
 resized result by about a grey level. Runs synchronously: the gateway calls it from a thread pool.
@@ -32,6 +33,14 @@ _DAMAGED = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _WIDE_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
+# How the served formats begin: bytes that start like one but that Pillow cannot identify are a damaged or
+# truncated file of that format (400), not an unsupported one (415). BMP's "BM" is too short to tell.
+_SIGNATURES = {
+    "JPEG": (b"\xff\xd8",),
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "GIF": (b"GIF87a", b"GIF89a"),
+    "TIFF": (b"II*\x00", b"MM\x00*"),
+}
 _DRAFT_GAP = 2
 
 
@@ -63,10 +72,10 @@ def decode_image(data: bytes, spec: PreprocessSpec, limits: DecodeLimits) -> np.
     # at worst leave that one filter set to "error" or unset: either way our explicit check still applies.
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with _client_errors(limits):
+        with _client_errors(limits, data):
             image = Image.open(io.BytesIO(data), formats=_parsers(limits))
         with image:
-            _check_header(image, limits)
+            _check_header(image, spec, limits)
             _draft(image, spec)
             with _client_errors(limits):
                 image.load()
@@ -113,8 +122,18 @@ def _formats_hint(limits: DecodeLimits) -> str:
     return ", ".join(sorted(limits.formats - {"MPO"}))
 
 
+def _looks_like(data: bytes, limits: DecodeLimits) -> str | None:
+    """The served format whose signature ``data`` starts with, if any (WebP: a RIFF container of WEBP)."""
+    if "WEBP" in limits.formats and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    for fmt, signatures in _SIGNATURES.items():
+        if fmt in limits.formats and data.startswith(signatures):
+            return fmt
+    return None
+
+
 @contextmanager
-def _client_errors(limits: DecodeLimits) -> Iterator[None]:
+def _client_errors(limits: DecodeLimits, data: bytes = b"") -> Iterator[None]:
     """Map what Pillow raises on hostile or broken input to 4xx errors."""
     try:
         yield
@@ -126,6 +145,13 @@ def _client_errors(limits: DecodeLimits) -> Iterator[None]:
             "send a downscaled copy",
         ) from None
     except UnidentifiedImageError:
+        if (fmt := _looks_like(data, limits)) is not None:
+            raise ApiError(
+                400,
+                "undecodable_image",
+                f"the data starts like a {fmt} image but its header is damaged or cut short "
+                f"({len(data):,} bytes); re-send the complete file",
+            ) from None
         raise ApiError(
             415,
             "unsupported_image_format",
@@ -140,7 +166,7 @@ def _client_errors(limits: DecodeLimits) -> Iterator[None]:
         ) from None
 
 
-def _check_header(image: Image.Image, limits: DecodeLimits) -> None:
+def _check_header(image: Image.Image, spec: PreprocessSpec, limits: DecodeLimits) -> None:
     """Refuse before decoding: only the allowed formats' parsers have seen the bytes, and only the header."""
     if image.format not in limits.formats:  # e.g. the JPEG parser answering MPO when MPO is not allowed
         raise ApiError(
@@ -158,6 +184,32 @@ def _check_header(image: Image.Image, limits: DecodeLimits) -> None:
             f"the image is {width}x{height} = {width * height:,} pixels; the limit is "
             f"{limits.max_pixels:,}: send a downscaled copy",
         )
+    resized = _resized_pixels(width, height, spec)
+    if resized > limits.max_pixels:
+        # A 40,000,000 x 1 PNG is a few KB and within the pixel limit, but resizing its short side to the
+        # model's would make billions of pixels (gigabytes) before the centre crop.
+        short = min(width, height)
+        most = max(1, limits.max_pixels // _short_side(spec) ** 2)
+        raise ApiError(
+            400,
+            "extreme_aspect_ratio",
+            f"the image is {width}x{height} pixels: an aspect ratio of {max(width, height) // short:,}:1 "
+            f"would resize to {resized:,} pixels (the limit is {limits.max_pixels:,}); crop it to at most "
+            f"{most:,}:1",
+        )
+
+
+def _short_side(spec: PreprocessSpec) -> int:
+    """The side ``resize_and_crop`` scales the shorter side to before its centre crop."""
+    return math.floor(spec.size / spec.crop_fraction)
+
+
+def _resized_pixels(width: int, height: int, spec: PreprocessSpec) -> int:
+    """How many pixels ``resize_and_crop`` resizes the image to before cropping (same rounding)."""
+    if spec.resize == "squash":
+        return spec.size * spec.size
+    short = _short_side(spec)
+    return short * int(short * max(width, height) / min(width, height))
 
 
 def _draft(image: Image.Image, spec: PreprocessSpec) -> None:
@@ -167,7 +219,7 @@ def _draft(image: Image.Image, spec: PreprocessSpec) -> None:
     bicubic resize that follows, so leaving that resize at least a 2x reduction keeps the result within about
     a grey level of a full decode (1/f-noise test image: mean 1 vs 2.4-3.2 levels with no gap).
     """
-    side = spec.size if spec.resize == "squash" else math.floor(spec.size / spec.crop_fraction)
+    side = spec.size if spec.resize == "squash" else _short_side(spec)
     wanted = _DRAFT_GAP * side
     if min(image.size) >= 2 * wanted:
         # Pillow picks the largest scale keeping both sides >= wanted; a no-op for formats other than JPEG.

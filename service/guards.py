@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+from collections.abc import Mapping
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -12,10 +14,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import ApiError
 
 
-def error_response(error: ApiError, request_id: str | None = None) -> JSONResponse:
-    headers = {"X-Request-ID": request_id} if request_id else {}
+def error_response(
+    error: ApiError, request_id: str | None = None, extra_headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    headers = {**(extra_headers or {}), **({"X-Request-ID": request_id} if request_id else {})}
     if error.status == 429:
         headers["Retry-After"] = "1"
+    if error.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="lit"'  # RFC 9110: a 401 names its scheme
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
@@ -47,13 +53,37 @@ class BodyLimit:
 
 
 def require_api_key(request: Request) -> None:
-    """Checked by the middleware for /v1 paths, before any body is read or parsed."""
+    """Checked by the middleware for /v1 paths, before any body is read or parsed.
+
+    The key is compared with every configured key by ``hmac.compare_digest`` (constant time) on SHA-256
+    digests (so not even the length leaks), and with all of them whether or not one matched, so the time
+    taken tells nothing about which key or how much of it matched. An empty key never matches, even if one
+    was configured by mistake.
+    """
     keys = request.app.state.settings.api_keys
-    if not keys or not (request.url.path + "/").startswith("/v1/"):
+    if not keys or not (_route_path(request.scope) + "/").startswith("/v1/"):
         return
     auth = request.headers.get("authorization", "")
     given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
-    if given is None or not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+    matched = False
+    if given:
+        candidate = _digest(given)
+        for key in keys:
+            matched |= hmac.compare_digest(candidate, _digest(key))
+    if not matched:
         raise ApiError(
             401, "unauthorized", "send a valid key as 'Authorization: Bearer <key>' or 'X-API-Key'"
         )
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router matches: behind a proxy that sets ``root_path`` the ASGI path still starts with
+    it, so checking ``request.url.path`` for ``/v1/`` would let ``/prefix/v1/...`` through unauthenticated."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
+    return path

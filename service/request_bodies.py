@@ -11,9 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.decode import decode_base64
 from service.errors import ApiError
-from service.schemas import (
-    ClassifyRequest,
-)
+from service.schemas import ClassifyRequest
 from service.settings import Settings
 
 B = TypeVar("B", bound=BaseModel)
@@ -30,7 +28,7 @@ IMAGE_BODY = {
                         "labels": {"type": "array", "items": {"type": "string"}},
                         "label_set": {"type": "string"},
                         "templates": {"type": "array", "items": {"type": "string"}},
-                        "top_k": {"type": "integer"},
+                        "top_k": {"type": "integer", "minimum": 1},
                     },
                     "required": ["images"],
                 }
@@ -38,6 +36,10 @@ IMAGE_BODY = {
         }
     }
 }
+
+
+# Multipart fields that carry text; only ``images`` parts are files.
+TEXT_FIELDS = ("labels", "label_set", "templates", "top_k")
 
 
 def is_json(request: Request) -> bool:
@@ -74,6 +76,11 @@ async def read_image_request(request: Request) -> dict[str, Any]:
         files = form.getlist("images")
         if any(not isinstance(f, UploadFile) for f in files):
             raise ApiError(400, "invalid_image_part", "each 'images' part must be a file upload")
+        for name in TEXT_FIELDS:
+            if any(isinstance(v, UploadFile) for v in form.getlist(name)):
+                raise ApiError(
+                    422, "invalid_body", f"'{name}' must be a text field, not a file part (see /docs)"
+                )
         top_k = form.get("top_k")
         try:
             top_k = int(top_k) if top_k else None

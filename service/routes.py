@@ -8,10 +8,12 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
+from starlette.routing import Match
 
 from service.decode import decode_base64
 from service.errors import ApiError
 from service.gateway import Gateway
+from service.label_store import PLACEHOLDER, valid_name
 from service.request_bodies import IMAGE_BODY, is_json, parse_json, read_image_request, require_json
 from service.schemas import (
     ClassifyRequest,
@@ -27,6 +29,19 @@ from service.schemas import (
 )
 
 T = TypeVar("T")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a JSON body that the route parses itself with :func:`parse_json`: pydantic's JSON parser
+    refuses lone surrogates and stops at a nesting limit, where FastAPI's ``json.loads`` would pass the first
+    on (a 500 further down) and answer the second with a bare 400."""
+    return {
+        "requestBody": {
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+            "required": True,
+        }
+    }
 
 
 def image_request_body(json_model: type[BaseModel]) -> dict[str, Any]:
@@ -47,6 +62,20 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         503: "not ready, or the backend is down", 504: "timed out",
     }.items()
 }  # fmt: skip
+
+
+def allowed_methods(request: Request) -> str:
+    """The ``Allow`` header of a 405: the methods of every route whose path matches, not just the first.
+
+    Asks each route whether it would take the request with each method (routers included with a prefix
+    answer for their own routes)."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
+    return ", ".join(allowed)
 
 
 def gateway(request: Request) -> Gateway:
@@ -106,8 +135,10 @@ def build_router() -> APIRouter:
         response_model=EmbedResponse,
         summary="L2-normalised text embeddings",
         dependencies=[Depends(require_json)],
+        openapi_extra=json_request_body(EmbedTextRequest),
     )
-    async def embed_text(body: EmbedTextRequest, request: Request, gw: GatewayDep) -> EmbedResponse:
+    async def embed_text(request: Request, gw: GatewayDep) -> EmbedResponse:
+        body = parse_json(EmbedTextRequest, await request.body())
         return await with_timeout(request, gw.embed_texts(body.texts))
 
     @router.put(
@@ -115,8 +146,19 @@ def build_router() -> APIRouter:
         response_model=LabelSetResponse,
         summary="Create or replace a label set",
         dependencies=[Depends(require_json)],
+        openapi_extra=json_request_body(LabelSetRequest),
     )
-    async def put_label_set(name: str, body: LabelSetRequest, request: Request, gw: GatewayDep) -> Any:
+    async def put_label_set(name: str, request: Request, gw: GatewayDep) -> Any:
+        body = parse_json(LabelSetRequest, await request.body())
+        if not valid_name(name):
+            raise ApiError(
+                422,
+                "invalid_label_set",
+                f"{name[:80]!r} is not a valid label set name: 1 to 64 letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit",
+            )
+        if body.templates is not None and any(PLACEHOLDER not in t for t in body.templates):
+            raise ApiError(422, "invalid_template", "every template needs a {} where the label goes")
         stored = await with_timeout(request, gw.put_label_set(name, body.labels, body.templates))
         return stored.model_dump()
 

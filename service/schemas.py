@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+
+
+def _unicode(text: str) -> str:
+    """FastAPI's JSON parser lets ``"\\ud800"`` (a lone surrogate) through; no encoder or store takes it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode ({exc.reason} at {exc.start}); send UTF-8 text") from None
+    return text
+
+
+# A string in a request body: what the body's routes hand to the tokenizer, the label store or a response.
+Text = Annotated[str, AfterValidator(_unicode)]
 
 
 class _Body(BaseModel):
@@ -13,16 +28,19 @@ class _Body(BaseModel):
 
 class ClassifyRequest(_Body):
     images: list[str] = Field(description="base64-encoded images (or data: URLs)", examples=[[PNG_1PX]])
-    labels: list[str] | None = Field(default=None, examples=[["red circle", "blue square", "green star"]])
-    label_set: str | None = Field(
+    labels: list[Text] | None = Field(default=None, examples=[["red circle", "blue square", "green star"]])
+    label_set: Text | None = Field(
         default=None, description="name of a registered label set instead of labels"
     )
-    templates: list[str] | None = Field(
+    templates: list[Text] | None = Field(
         default=None,
-        description="prompt templates with {} for the label; default: the model's own",
+        min_length=1,
+        description="prompt templates with {} for the label (each {} is replaced); default: the model's own",
         examples=[["a photo of a {}."]],
     )
-    top_k: int | None = Field(default=None, ge=1, description="return only the k best labels per image")
+    top_k: StrictInt | None = Field(
+        default=None, ge=1, description="return only the k best labels per image (a JSON integer)"
+    )
 
 
 class Prediction(BaseModel):
@@ -49,7 +67,7 @@ class EmbedImageRequest(_Body):
 
 
 class EmbedTextRequest(_Body):
-    texts: list[str] = Field(examples=[["a photo of a red circle."]])
+    texts: list[Text] = Field(examples=[["a photo of a red circle."]])
 
 
 class EmbedResponse(BaseModel):
@@ -59,8 +77,8 @@ class EmbedResponse(BaseModel):
 
 
 class LabelSetRequest(_Body):
-    labels: list[str] = Field(examples=[["red circle", "blue square"]])
-    templates: list[str] | None = Field(default=None, examples=[["a photo of a {}."]])
+    labels: list[Text] = Field(examples=[["red circle", "blue square"]])
+    templates: list[Text] | None = Field(default=None, min_length=1, examples=[["a photo of a {}."]])
 
 
 class LabelSetResponse(BaseModel):
@@ -89,6 +107,11 @@ class ModelInfo(BaseModel):
     image_size: int
     loss: str
     templates: list[str]
+
+
+class ReadyResponse(BaseModel):
+    status: str = Field(examples=["ready"])
+    model: ModelRef
 
 
 class ErrorDetail(BaseModel):

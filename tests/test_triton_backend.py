@@ -27,15 +27,6 @@ PROTOCOLS = ["http", "grpc"]
 IMAGE_MODEL = 'model="lit_demo_image",version="1"'
 
 
-def triton_env(server: TritonServer, protocol: str, **extra: str) -> dict[str, str]:
-    return {
-        "LIT_BACKEND": "triton",
-        "LIT_TRITON_URL": server.url(protocol),
-        "LIT_TRITON_PROTOCOL": protocol,
-        **extra,
-    }
-
-
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     with running_triton(REPOSITORY, tmp_path_factory.mktemp("triton")) as server:
@@ -53,7 +44,7 @@ def gateway(
     request: pytest.FixtureRequest, triton: TritonServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp(f"gateway-{request.param}")
-    with running_gateway(workdir, **triton_env(triton, request.param)) as url:
+    with running_gateway(workdir, **triton.gateway_env(request.param)) as url:
         yield url
 
 
@@ -164,7 +155,7 @@ def test_the_gateway_asks_triton_for_the_repositorys_active_version(tmp_path: Pa
     version = add_version(repository, 1, logit_scale=5.0)
     blobs = images(4)
     with running_triton(repository, tmp_path / "triton") as triton:
-        env = triton_env(triton, "grpc", LIT_REPOSITORY=str(repository))
+        env = triton.gateway_env("grpc", LIT_REPOSITORY=str(repository))
         with running_gateway(tmp_path, **env) as url:
             assert httpx.get(f"{url}/v1/models").json()["version"] == version
             response = classify(url, blobs, labels=LABELS)
@@ -174,7 +165,7 @@ def test_the_gateway_asks_triton_for_the_repositorys_active_version(tmp_path: Pa
             assert np.abs(as_matrix(response.json(), LABELS) - expected).max() <= 1e-5
         # The committed repository's active version is 1, which this Triton does not serve.
         (tmp_path / "stale").mkdir()
-        env = triton_env(triton, "grpc")
+        env = triton.gateway_env("grpc")
         with running_gateway(tmp_path / "stale", ready_path="/healthz", **env) as url:
             ready = httpx.get(f"{url}/readyz")
             assert ready.status_code == 503
@@ -205,7 +196,7 @@ def test_triton_outage_gives_503_and_recovers_without_a_gateway_restart(
     blobs = images(1)
     with (
         running_triton(REPOSITORY, tmp_path / "triton") as triton,
-        running_gateway(tmp_path, **triton_env(triton, protocol)) as url,
+        running_gateway(tmp_path, **triton.gateway_env(protocol)) as url,
     ):
         assert classify(url, blobs, labels=LABELS).status_code == 200
         triton.stop()
@@ -237,7 +228,7 @@ def test_triton_serving_other_tensors_than_the_manifest_is_named(tmp_path: Path)
     triton = TritonServer(mirror, tmp_path)
     try:
         triton.start()
-        with running_gateway(tmp_path, ready_path="/healthz", **triton_env(triton, "grpc")) as url:
+        with running_gateway(tmp_path, ready_path="/healthz", **triton.gateway_env("grpc")) as url:
             reason = httpx.get(f"{url}/readyz").json()["error"]["message"]
             assert "('image', 'UINT8')" in reason and "('pixels', 'UINT8')" in reason, reason
             assert "same model repository" in reason

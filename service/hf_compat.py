@@ -1,0 +1,115 @@
+"""Hugging Face Inference compatibility for the task ``zero-shot-image-classification`` (DESIGN.md §4).
+
+``huggingface_hub.InferenceClient(model="http://host:8000/v1/hf/zero-shot-image-classification")`` posts
+to that URL exactly: ``Authorization: Bearer <api_key>`` when it has one, ``Content-Type: application/json``
+and ``{"inputs": "<base64 image>", "parameters": {"candidate_labels": [...], "hypothesis_template": "..."}}``
+(``hypothesis_template`` left out when not given; ``candidate_labels`` is always there, so the client never
+sends a raw image body for this task). It reads back ``[{"label", "score"}, ...]``, best first.
+
+Scoring is :meth:`Gateway.classify` with the one hypothesis template as the prompt template (the model's own
+templates when none is given), so the scores equal ``/v1/classify``'s with ``templates=[template]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.decode import decode_base64
+from service.errors import ApiError
+from service.request_bodies import parse_json, require_json
+from service.routes import ERROR_RESPONSES, GatewayDep, with_timeout
+from service.schemas import PNG_1PX, Prediction, Text
+
+PATH = "/v1/hf/zero-shot-image-classification"
+PLACEHOLDER = "{}"
+DESCRIPTION = (
+    "The body and answer of the Hugging Face Inference task `zero-shot-image-classification`: point "
+    "`huggingface_hub.InferenceClient(model=<this URL>)` here and call "
+    "`zero_shot_image_classification(image, candidate_labels=[...])`. Scores are probabilities over the "
+    "candidate labels, best first."
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ZeroShotParameters(_Strict):
+    candidate_labels: list[Text] = Field(
+        description="the labels to choose from", examples=[["red circle", "blue square", "green star"]]
+    )
+    hypothesis_template: Text | None = Field(
+        default=None,
+        description="the prompt, with one {} where the label goes; default: the model's own prompt templates",
+        examples=["This is a photo of {}."],
+    )
+
+
+class ZeroShotRequest(_Strict):
+    inputs: str = Field(description="one base64-encoded image (or a data: URL)", examples=[PNG_1PX])
+    parameters: ZeroShotParameters
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """The model's JSON schema with its ``$defs`` put in place: a ``#/$defs/...`` reference would point
+    nowhere inside the OpenAPI document."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
+REQUEST_BODY = {
+    "requestBody": {
+        "content": {"application/json": {"schema": _inline(ZeroShotRequest.model_json_schema())}},
+        "required": True,
+    }
+}
+
+
+def check_template(template: str | None) -> list[str] | None:
+    if template is None:
+        return None
+    if template.count(PLACEHOLDER) != 1:
+        raise ApiError(
+            422,
+            "invalid_template",
+            f"hypothesis_template needs exactly one {PLACEHOLDER} where the label goes, "
+            f"e.g. 'This is a photo of {PLACEHOLDER}.'",
+        )
+    return [template]
+
+
+def build_hf_router() -> APIRouter:
+    router = APIRouter(responses=ERROR_RESPONSES, tags=["Hugging Face Inference"])
+
+    @router.post(
+        PATH,
+        response_model=list[Prediction],
+        summary="Zero-shot image classification, Hugging Face Inference style",
+        description=DESCRIPTION,
+        dependencies=[Depends(require_json)],
+        openapi_extra=REQUEST_BODY,
+    )
+    async def zero_shot_image_classification(request: Request, gw: GatewayDep) -> list[Prediction]:
+        body = parse_json(ZeroShotRequest, await request.body())
+        templates = check_template(body.parameters.hypothesis_template)
+        image = decode_base64(body.inputs)
+        answer = await with_timeout(
+            request, gw.classify([image], body.parameters.candidate_labels, None, templates, None)
+        )
+        return answer.results[0].predictions
+
+    return router
