@@ -229,7 +229,8 @@ def clip_bundle(work: Path = CACHE, tiny: bool = False, fp16: bool = False) -> t
     root = Path(work) / name
     hf = build_clip(root / "hf", tiny=tiny)
     repository = root / ("repository-fp16" if fp16 else "repository")
-    wanted = {**_spec(tiny, 0), "fp16": fp16, "name": name}
+    # "text_axis": bundles exported before the text encoder's sequence axis became dynamic are rebuilt.
+    wanted = {**_spec(tiny, 0), "fp16": fp16, "name": name, "text_axis": "dynamic"}
     if _bundle_ok(repository, name, wanted):
         return hf, repository
     _bundle_marker(repository).unlink(missing_ok=True)

@@ -6,15 +6,16 @@ ensembling, the cache and the label store. Every label is new to the gateway (al
 checked against its metrics), so every prompt is encoded. prompts/s = labels x 7 / seconds.
 
 *Raw text encoder*: an ONNX Runtime session on the bundle's text model with the gateway's session
-options (providers, intra-op threads) and the bundle's tokenizer (``tokenizers``), over the same
-prompts at batch sizes 16..512; the best prompts/s. Tokenisation is included on both sides.
+options (providers, intra-op threads) and the bundle's tokenizer as the gateway loads it
+(``Bundle.load_tokenizer``: padded to each batch's longest prompt where the text graph's sequence axis
+is dynamic), over the same prompts at batch sizes 16..512; the best prompts/s. Tokenisation is included
+on both sides.
 
-Ratio = gateway prompts/s / raw best prompts/s. Measured on the ViT-B/32 CLIP bundle (a 12-layer,
-77-token text encoder, where the encoder dominates) and on the demo bundle (a tiny text encoder, where
-the gateway's per-label work shows). Both register 1,000 labels x 7 templates. A ViT-B/32 text encoder
-runs about 25 prompts/s on 2 CPU cores (its ONNX graph takes all 77 token positions, however short the
-prompt), so the CLIP registration takes about 5 minutes: the gateway runs with a request timeout of an
-hour (the default 30 s would cancel it with 504). ``--clip-labels N`` registers fewer.
+Ratio = gateway prompts/s / raw best prompts/s. Measured on the ViT-B/32 CLIP bundle (a 12-layer text
+encoder with a 77-token context, where the encoder dominates) and on the demo bundle (a tiny text
+encoder, where the gateway's per-label work shows). Both register 1,000 labels x 7 templates; the
+gateway runs with a request timeout of an hour, so that a slow machine measures instead of answering
+504. ``--clip-labels N`` registers fewer.
 
 Run: ``.venv/bin/python -m bench.label_encoding [--tiny] [--out DIR] [--clip-labels N]``.
 """
@@ -60,17 +61,14 @@ def prompts_for(labels: Sequence[str], templates: Sequence[str]) -> list[str]:
 
 def time_raw_text_encoder(
     model: Path,
-    tokenizer_file: Path,
+    tokenizer: Any,
     prompts: Sequence[str],
     plan: Plan,
     providers: Sequence[str],
     threads: int,
 ) -> list[dict[str, float]]:
     """Prompts/s of tokenise + encode at each batch size, cycling through ``prompts``."""
-    from tokenizers import Tokenizer
-
     session = ort_session(model, providers, threads)
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
     position = 0
 
     def encode(batch: int) -> None:
@@ -155,7 +153,7 @@ def bench_bundle(
 
     bundle = load_bundle(repository)
     prompts = prompts_for(benchmark_labels(plan.labels), templates)
-    raw = time_raw_text_encoder(bundle.text_model, bundle.tokenizer, prompts, plan, providers, threads)
+    raw = time_raw_text_encoder(bundle.text_model, bundle.load_tokenizer(), prompts, plan, providers, threads)
     best = max(raw, key=lambda r: r["prompts_per_s"])
     registrations = time_gateway(repository, plan, templates, providers, threads, work)
     median = sorted(registrations, key=lambda r: r["prompts_per_s"])[len(registrations) // 2]
@@ -167,6 +165,7 @@ def bench_bundle(
     return {
         "bundle": bundle.manifest.name,
         "context_length": bundle.manifest.text.context_length,
+        "dynamic_length": bundle.manifest.text_encoder.inputs[0].shape[-1] == -1,
         "raw": raw,
         "raw_best": best,
         "registrations": registrations,
@@ -213,15 +212,18 @@ def _table(result: dict[str, Any], threads: int, providers: Sequence[str]) -> Ta
     at_chunk = next((r for r in result["raw"] if r["batch"] == GATEWAY_CHUNK), None)
     notes = [
         f"Raw: ONNX Runtime {list(providers)}, intra_op_num_threads={threads} (the gateway's "
-        f"session options), the bundle's tokenizer (context {result['context_length']}); tokenisation "
+        f"session options), the bundle's tokenizer (context {result['context_length']}, "
+        + ("padded to each batch's longest prompt" if result["dynamic_length"] else "padded to the context")
+        + "); tokenisation "
         f"included; each batch size timed for at least {result['plan']['raw_min_s']:g} s. Best "
         f"{best['prompts_per_s']:,.1f} prompts/s at batch {best['batch']}.",
         f"Gateway: every label new (cache misses = labels: "
         f"{', '.join(str(round(r['misses'])) for r in result['registrations'])}); encoding them (tokenise, "
         f"encode, ensemble: the gateway's text timer) took {gateway['encoder_s']:.2f} s of the median "
         f"registration's {gateway['seconds']:.2f} s; the gateway "
-        f"encodes in chunks of {GATEWAY_CHUNK} prompts. LIT_REQUEST_TIMEOUT_S=3600: with the default 30 s a "
-        "CPU ViT-B/32 registration of more than about 700 prompts is cancelled with 504.",
+        f"encodes in chunks of {GATEWAY_CHUNK} prompts. LIT_REQUEST_TIMEOUT_S=3600: at this rate the "
+        f"default 30 s cancels (504) a registration of more than about "
+        f"{30 * gateway['prompts_per_s']:,.0f} prompts on this machine.",
     ]
     if at_chunk is not None:
         notes.append(

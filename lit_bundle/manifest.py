@@ -11,6 +11,11 @@ A bundle version lives inside a Triton model repository, so one directory serves
 
 Triton loads ``model.onnx`` and ignores the other files. File paths in the manifest are relative to the
 repository root, and every file's sha256 is recorded and checked on load.
+
+The text encoder's token inputs are ``(-1, context_length)`` (every batch padded to the context length,
+as ``tokenizer.json`` is saved), or ``(-1, -1)`` when export proved the encoder ignores trailing padding:
+then a batch may be padded only to its longest text, at most ``context_length`` tokens
+(``Bundle.load_tokenizer`` does that).
 """
 
 from __future__ import annotations

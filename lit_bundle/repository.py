@@ -13,6 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenizers import Tokenizer
+
 from lit_bundle.manifest import (
     MANIFEST_FILE,
     BundleError,
@@ -21,7 +23,7 @@ from lit_bundle.manifest import (
     read_manifest,
     verify_files,
 )
-from lit_bundle.triton import TritonOptions, active_versions, encoder_config, write_config
+from lit_bundle.triton import TritonOptions, active_versions, bundle_configs, write_config
 
 CONFIG_FILE = "config.pbtxt"
 
@@ -45,6 +47,18 @@ class Bundle:
     @property
     def tokenizer(self) -> Path:
         return self.path(self.manifest.text.tokenizer)
+
+    def load_tokenizer(self) -> Tokenizer:
+        """The tokenizer, padding as the text encoder takes it: to the longest text of each batch when the
+        encoder's sequence axis is dynamic (a third of the work of 77 positions for a typical prompt),
+        else to the fixed context length ``tokenizer.json`` was saved with. Truncation stays at the
+        context length either way."""
+        tokenizer = Tokenizer.from_file(str(self.tokenizer))
+        padding = tokenizer.padding
+        if padding is not None and self.manifest.text_encoder.inputs[0].shape[-1] == -1:
+            keep = ("direction", "pad_id", "pad_type_id", "pad_token", "pad_to_multiple_of")
+            tokenizer.enable_padding(**{key: padding[key] for key in keep}, length=None)
+        return tokenizer
 
 
 def bundle_names(repository: Path) -> list[str]:
@@ -145,11 +159,8 @@ def next_version(repository: Path, name: str) -> int:
 def promote(repository: Path, name: str, version: int, options: TritonOptions | None = None) -> None:
     """Make ``version`` the one Triton and the gateway serve, by rewriting both ``config.pbtxt``."""
     bundle = load_bundle(repository, name, version)
-    options = options or TritonOptions()
-    for encoder in (bundle.manifest.image_encoder, bundle.manifest.text_encoder):
-        write_config(
-            Path(repository) / encoder.triton_name / CONFIG_FILE, encoder_config(encoder, [version], options)
-        )
+    for model, text in bundle_configs(bundle.manifest, [version], options or TritonOptions()).items():
+        write_config(Path(repository) / model / CONFIG_FILE, text)
 
 
 def prune(repository: Path, name: str, keep: int = 1) -> list[int]:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lit_bundle.atomic import write_atomic
-from lit_bundle.manifest import EncoderSpec, TensorSpec
+from lit_bundle.manifest import EncoderSpec, Manifest, TensorSpec
 
 BACKEND = "onnxruntime"
 
@@ -101,24 +101,39 @@ def _tensor(tensor: TensorSpec) -> list[str]:
     ]
 
 
-def _trt_profiles(encoder: EncoderSpec, options: TritonOptions) -> dict[str, str]:
-    """Explicit shape profiles, so one engine covers batches 1..max: without them ONNX Runtime rebuilds
-    the engine (seconds to minutes, mid-traffic) whenever a batch larger than any seen before arrives."""
-    if any(d < 0 for t in encoder.inputs for d in t.shape[1:]):
-        return {}  # variable non-batch dims: leave profiles to ONNX Runtime
-    opt = max(options.preferred_batch_sizes, default=options.max_batch_size)
+def _variable(encoder: EncoderSpec) -> bool:
+    return any(d < 0 for t in encoder.inputs for d in t.shape[1:])
 
-    def shapes(batch: int) -> str:
-        return ",".join(f"{t.name}:" + "x".join(map(str, (batch, *t.shape[1:]))) for t in encoder.inputs)
+
+def _filled(shape: Sequence[int], length: int) -> tuple[int, ...]:
+    """Non-batch dims with each variable one (a text encoder's sequence axis) set to ``length``."""
+    return tuple(length if d < 0 else d for d in shape[1:])
+
+
+def _trt_profiles(
+    encoder: EncoderSpec, options: TritonOptions, sequence_length: int | None
+) -> dict[str, str]:
+    """Explicit shape profiles, so one engine covers batches 1..max (and sequences 1..max): without them
+    ONNX Runtime rebuilds the engine (seconds to minutes, mid-traffic) whenever a shape larger than any
+    seen before arrives."""
+    if _variable(encoder) and sequence_length is None:
+        return {}  # variable non-batch dims of unknown bound: leave profiles to ONNX Runtime
+    opt = max(options.preferred_batch_sizes, default=options.max_batch_size)
+    longest = sequence_length or 1
+
+    def shapes(batch: int, length: int) -> str:
+        return ",".join(
+            f"{t.name}:" + "x".join(map(str, (batch, *_filled(t.shape, length)))) for t in encoder.inputs
+        )
 
     return {
-        "trt_profile_min_shapes": shapes(1),
-        "trt_profile_opt_shapes": shapes(opt),
-        "trt_profile_max_shapes": shapes(options.max_batch_size),
+        "trt_profile_min_shapes": shapes(1, 1),
+        "trt_profile_opt_shapes": shapes(opt, longest),
+        "trt_profile_max_shapes": shapes(options.max_batch_size, longest),
     }
 
 
-def _tensorrt(encoder: EncoderSpec, options: TritonOptions) -> list[str]:
+def _tensorrt(encoder: EncoderSpec, options: TritonOptions, sequence_length: int | None) -> list[str]:
     params = {
         "precision_mode": "FP16" if options.tensorrt_fp16 else "FP32",
         "max_workspace_size_bytes": str(options.tensorrt_workspace_bytes),
@@ -126,7 +141,7 @@ def _tensorrt(encoder: EncoderSpec, options: TritonOptions) -> list[str]:
     if options.tensorrt_cache_dir is not None:
         params["trt_engine_cache_enable"] = "1"
         params["trt_engine_cache_path"] = options.tensorrt_cache_dir
-    params.update(_trt_profiles(encoder, options))
+    params.update(_trt_profiles(encoder, options, sequence_length))
     return [
         "optimization {",
         "  execution_accelerators {",
@@ -141,21 +156,26 @@ def _tensorrt(encoder: EncoderSpec, options: TritonOptions) -> list[str]:
     ]
 
 
-def _warmup(encoder: EncoderSpec, options: TritonOptions) -> list[str]:
+def _warmup(encoder: EncoderSpec, options: TritonOptions, sequence_length: int) -> list[str]:
     entries = []
     for batch in sorted({1, options.max_batch_size}):
         entry = ["  {", f'    name: "zeros_batch_{batch}"', f"    batch_size: {batch}"]
         entry += [
             f'    inputs {{ key: "{t.name}" value: {{ data_type: {TRITON_DTYPES[t.dtype]} '
-            f"dims: {_dims(t.shape[1:])} zero_data: true }} }}"
+            f"dims: {_dims(_filled(t.shape, sequence_length))} zero_data: true }} }}"
             for t in encoder.inputs
         ]
         entries.append([*entry, "  }"])
     return ["model_warmup [", *_join_entries(entries), "]"]
 
 
-def encoder_config(encoder: EncoderSpec, versions: Sequence[int], options: TritonOptions) -> str:
-    """The ``config.pbtxt`` serving ``versions`` (normally one: the active version) of ``encoder``."""
+def encoder_config(
+    encoder: EncoderSpec, versions: Sequence[int], options: TritonOptions, sequence_length: int | None = None
+) -> str:
+    """The ``config.pbtxt`` serving ``versions`` (normally one: the active version) of ``encoder``.
+
+    ``sequence_length`` bounds a variable sequence axis (a text encoder's context length) for warm-up
+    batches and TensorRT profiles."""
     served = sorted(set(versions))
     if not served or any(v <= 0 for v in served):
         raise ValueError(
@@ -166,8 +186,8 @@ def encoder_config(encoder: EncoderSpec, versions: Sequence[int], options: Trito
             f"{encoder.triton_name}: every tensor needs a dynamic leading batch axis (-1) and at least "
             "one more dimension; re-export the bundle"
         )
-    if options.warmup and any(d < 0 for t in encoder.inputs for d in t.shape[1:]):
-        raise ValueError(f"{encoder.triton_name}: warmup needs fixed non-batch input dims")
+    if options.warmup and _variable(encoder) and sequence_length is None:
+        raise ValueError(f"{encoder.triton_name}: warmup of variable input dims needs sequence_length")
     batching = ["dynamic_batching {"]
     if options.preferred_batch_sizes:
         batching.append(f"  preferred_batch_size: {_dims(sorted(options.preferred_batch_sizes))}")
@@ -196,9 +216,9 @@ def encoder_config(encoder: EncoderSpec, versions: Sequence[int], options: Trito
         "]",
     ]
     if options.tensorrt:
-        lines += _tensorrt(encoder, options)
+        lines += _tensorrt(encoder, options, sequence_length)
     if options.warmup:
-        lines += _warmup(encoder, options)
+        lines += _warmup(encoder, options, sequence_length or 1)
     return "\n".join(lines) + "\n"
 
 
@@ -208,6 +228,15 @@ def _join_entries(entries: list[list[str]]) -> list[str]:
     for i, entry in enumerate(entries):
         out += [*entry[:-1], entry[-1] + ("," if i < len(entries) - 1 else "")]
     return out
+
+
+def bundle_configs(manifest: Manifest, versions: Sequence[int], options: TritonOptions) -> dict[str, str]:
+    """``config.pbtxt`` text for both encoders of a bundle, by Triton model name."""
+    length = manifest.text.context_length
+    return {
+        encoder.triton_name: encoder_config(encoder, versions, options, length)
+        for encoder in (manifest.image_encoder, manifest.text_encoder)
+    }
 
 
 def write_config(path: Path, text: str) -> None:

@@ -22,7 +22,7 @@ TEXT_CHUNK = 256
 
 def _read_bundle(settings: Settings) -> tuple[Bundle, Tokenizer]:
     bundle = load_bundle(settings.repository, settings.model_name)
-    return bundle, Tokenizer.from_file(str(bundle.tokenizer))
+    return bundle, bundle.load_tokenizer()
 
 
 @dataclass

@@ -315,3 +315,29 @@ def test_unsupported_model_type_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"'bert'.*\['clip', 'siglip'\]"):
         import_hf(str(tmp_path), tmp_path / "models", "bert")
+
+
+def test_text_sequence_axis_is_dynamic_only_where_padding_cannot_matter(imported: Path) -> None:
+    """CLIP pools at its end-of-text token, so its text graph takes any length and the serving tokenizer
+    pads each batch only to its longest prompt, with the same embeddings as full padding; SigLIP pools the
+    last position, so its graph keeps the fixed context length."""
+    clip = load_bundle(imported, "clip-tiny")
+    assert [t.shape for t in clip.manifest.text_encoder.inputs] == [(-1, -1)] * 2
+    texts = ["a dog", "a photo of a red circle."]
+    trimmed, full = clip.load_tokenizer().encode_batch(texts), Tokenizer.from_file(str(clip.tokenizer))
+    assert max(len(e.ids) for e in trimmed) < clip.manifest.text.context_length
+    session = _session(clip.text_model)
+
+    def embed(encodings) -> np.ndarray:
+        feeds = {
+            "input_ids": np.asarray([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+        return session.run(None, feeds)[0]
+
+    np.testing.assert_allclose(embed(trimmed), embed(full.encode_batch(texts)), atol=1e-5)
+
+    siglip = load_bundle(imported, "siglip-tiny")
+    length = siglip.manifest.text.context_length
+    assert [t.shape for t in siglip.manifest.text_encoder.inputs] == [(-1, length)] * 2
+    assert {len(e.ids) for e in siglip.load_tokenizer().encode_batch(texts)} == {length}

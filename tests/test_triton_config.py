@@ -133,6 +133,26 @@ def test_several_versions_are_sorted_and_deduplicated() -> None:
         encoder_config(IMAGE, [0], TritonOptions())
 
 
+def test_dynamic_sequence_axis_is_bounded_by_the_context_length() -> None:
+    """A text encoder with a dynamic sequence axis: dims [-1]; warm-up batches at the context length and
+    TensorRT profiles from 1 token to it, so one engine covers every prompt length."""
+    dynamic = TEXT.model_copy(
+        update={"inputs": tuple(t.model_copy(update={"shape": (-1, -1)}) for t in TEXT.inputs)}
+    )
+    options = TritonOptions(tensorrt=True, warmup=True, max_batch_size=32, preferred_batch_sizes=(8,))
+    text = encoder_config(dynamic, [1], options, sequence_length=77)
+    check_config(text, dynamic)
+    config = parse_config(text)
+    assert [list(t.dims) for t in config.input] == [[-1], [-1]]
+    assert {tuple(v.dims) for w in config.model_warmup for v in w.inputs.values()} == {(77,)}
+    params = _params(config)
+    assert params["trt_profile_min_shapes"] == "input_ids:1x1,attention_mask:1x1"
+    assert params["trt_profile_opt_shapes"] == "input_ids:8x77,attention_mask:8x77"
+    assert params["trt_profile_max_shapes"] == "input_ids:32x77,attention_mask:32x77"
+    with pytest.raises(ValueError, match="sequence_length"):
+        encoder_config(dynamic, [1], TritonOptions(warmup=True))
+
+
 def test_encoder_without_batch_axis_is_refused() -> None:
     fixed = IMAGE.model_copy(
         update={"inputs": (TensorSpec(name="pixels", dtype="uint8", shape=(1, 64, 64, 3)),)}

@@ -9,7 +9,7 @@ fails is never written.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +36,7 @@ from lit_bundle.manifest import (
 )
 from lit_bundle.preprocess import resize_and_crop
 from lit_bundle.repository import CONFIG_FILE, active_version, next_version, promote, publish
-from lit_bundle.triton import TritonOptions, encoder_config, write_config
+from lit_bundle.triton import TritonOptions, bundle_configs, write_config
 
 OPSET = 17
 STAGING_PREFIX = ".staging-"  # versions being written; hidden from readers and from .dockerignore
@@ -113,8 +113,11 @@ def _without_mha_fastpath() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(was)
 
 
-def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str]) -> None:
-    axes = {name: {0: "batch"} for name in [*inputs, "embedding"]}
+def _export(
+    module: nn.Module, args: tuple, path: Path, inputs: list[str], sequence_inputs: Sequence[str] = ()
+) -> None:
+    axes = {name: {0: "batch", **({1: "sequence"} if name in sequence_inputs else {})} for name in inputs}
+    axes["embedding"] = {0: "batch"}
     with torch.no_grad(), _without_mha_fastpath():
         torch.onnx.export(
             module, args, str(path), input_names=inputs, output_names=["embedding"],
@@ -137,6 +140,49 @@ def _to_fp16(path: Path) -> None:
                 if attribute.name == "to" and attribute.i == onnx.TensorProto.FLOAT:
                     attribute.i = onnx.TensorProto.FLOAT16
     onnx.save(model, str(path))
+
+
+def trim_padding(tokens: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drop the padding columns no text of the batch uses: what a dynamic-length encoder is fed."""
+    longest = max(1, int(tokens["attention_mask"].sum(axis=1).max()))
+    return {name: np.ascontiguousarray(array[:, :longest]) for name, array in tokens.items()}
+
+
+def _padded_rows(tokens: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The texts shorter than the context (so trimming has padding to remove), or None."""
+    padded = tokens["attention_mask"][:, -1] == 0
+    return {name: array[padded] for name, array in tokens.items()} if padded.any() else None
+
+
+def length_invariant(text_graph: nn.Module, tokens: dict[str, np.ndarray], tolerance: float = 1e-5) -> bool:
+    """Whether the text encoder ignores trailing padding (masked attention; pooling at a real token), so it
+    can be exported with a dynamic sequence axis and fed batches padded only to their longest text. CLIP-
+    and BERT-style encoders do; one that pools the last position (SigLIP's) does not."""
+    tokens = _padded_rows(tokens)
+    if tokens is None:
+        return False  # no padding to test with: keep the fixed length
+    trimmed = trim_padding(tokens)
+    with torch.no_grad():
+        full = text_graph(*(torch.from_numpy(tokens[k]) for k in ("input_ids", "attention_mask")))
+        short = text_graph(*(torch.from_numpy(trimmed[k]) for k in ("input_ids", "attention_mask")))
+    return bool((full - short).abs().max() <= tolerance)
+
+
+def _trims_like_torch(path: Path, text_graph: nn.Module, tokens: dict[str, np.ndarray]) -> bool:
+    """Whether the exported text graph, fed padding-trimmed tokens, matches torch on the full ones."""
+    tokens = _padded_rows(tokens)
+    if tokens is None:
+        return False
+    with torch.no_grad():
+        expected = text_graph(*(torch.from_numpy(tokens[k]) for k in ("input_ids", "attention_mask"))).numpy()
+    try:
+        quiet = ort.SessionOptions()
+        quiet.log_severity_level = 4  # the failure is expected and handled: no error log line
+        session = ort.InferenceSession(str(path), quiet, providers=["CPUExecutionProvider"])
+        got = session.run(None, trim_padding(tokens))[0]
+    except Exception:  # e.g. a Reshape to the traced length: the sequence axis is not really dynamic
+        return False
+    return bool(np.abs(expected - got).max() <= FP32_TOLERANCE)
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -176,6 +222,11 @@ def verify_export(
     onnx_txt = text_session.run(None, tokens)[0]
     image_diff = _compare("image embeddings", torch_img.numpy(), onnx_img, tolerance)
     text_diff = _compare("text embeddings", torch_txt.numpy(), onnx_txt, tolerance)
+    if isinstance(text_session.get_inputs()[0].shape[1], str):  # dynamic sequence axis
+        trimmed = text_session.run(None, trim_padding(tokens))[0]
+        text_diff = max(
+            text_diff, _compare("text embeddings, padding trimmed", torch_txt.numpy(), trimmed, tolerance)
+        )
     torch_scores = torch_img.numpy() @ torch_txt.numpy().T
     onnx_top1 = (onnx_img @ onnx_txt.T).argmax(1)
     ranked = np.sort(torch_scores, axis=1)
@@ -227,12 +278,20 @@ def export_bundle(
         )
         steps.update()
         dummy = token_batch(request.tokenizer, ["a photo", "of something longer than that"])
-        _export(
-            text_graph,
-            (torch.from_numpy(dummy["input_ids"]), torch.from_numpy(dummy["attention_mask"])),
-            staged_text / "model.onnx",
-            ["input_ids", "attention_mask"],
-        )
+        text_inputs = ["input_ids", "attention_mask"]
+        check_tokens = token_batch(request.tokenizer, [*request.check_texts, "a", "a photo of a thing."])
+        dynamic = length_invariant(text_graph, check_tokens)
+        for sequence_inputs in ([text_inputs] if dynamic else []) + [[]]:
+            _export(
+                text_graph,
+                (torch.from_numpy(dummy["input_ids"]), torch.from_numpy(dummy["attention_mask"])),
+                staged_text / "model.onnx",
+                text_inputs,
+                sequence_inputs,
+            )
+            dynamic = bool(sequence_inputs)
+            if not dynamic or _trims_like_torch(staged_text / "model.onnx", text_graph, check_tokens):
+                break  # a graph whose traced shapes are constants fails this: export it at fixed length
         steps.update()
         if fp16:
             _to_fp16(staged_image / "model.onnx")
@@ -248,16 +307,16 @@ def export_bundle(
         )
         steps.update()
         request.tokenizer.save(str(staged_text / "tokenizer.json"))
-        manifest = _publish(request, repository, staged_image, staged_text, check, fp16)
+        manifest = _publish(request, repository, staged_image, staged_text, check, fp16, dynamic)
         steps.update()
         steps.close()
     if activate or (activate is None and active_version(repository, name) is None):
         promote(repository, name, manifest.version, triton)
     else:  # keep serving the active version, but make sure configs exist and are current
-        for encoder in (manifest.image_encoder, manifest.text_encoder):
-            config = repository / encoder.triton_name / CONFIG_FILE
+        for model, text in bundle_configs(manifest, [manifest.version], triton).items():
+            config = repository / model / CONFIG_FILE
             if not config.exists():
-                write_config(config, encoder_config(encoder, [manifest.version], triton))
+                write_config(config, text)
     return manifest
 
 
@@ -268,6 +327,7 @@ def _publish(
     staged_text: Path,
     check: dict[str, float],
     fp16: bool,
+    dynamic_length: bool,
 ) -> Manifest:
     """Write the manifest and move the staged folders into place as a new version (retrying on a race)."""
     size, length = request.preprocess.size, request.context_length
@@ -293,9 +353,9 @@ def _publish(
             text_encoder=EncoderSpec(
                 triton_name=f"{request.name}_text",
                 file=text_file,
-                inputs=(
-                    TensorSpec(name="input_ids", dtype="int64", shape=(-1, length)),
-                    TensorSpec(name="attention_mask", dtype="int64", shape=(-1, length)),
+                inputs=tuple(
+                    TensorSpec(name=name, dtype="int64", shape=(-1, -1 if dynamic_length else length))
+                    for name in ("input_ids", "attention_mask")
                 ),
                 outputs=(TensorSpec(name="embedding", dtype="float32", shape=(-1, embed_dim)),),
             ),
