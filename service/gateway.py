@@ -380,40 +380,29 @@ class Gateway:
         top_k: int | None,
     ) -> ClassifyResponse:
         with self.model().pinned() as served:
-            return await self._classify(served, images, labels, label_set, templates, top_k)
-
-    async def _classify(
-        self,
-        served: ServedModel,
-        images: Sequence[bytes],
-        labels: Sequence[str] | None,
-        label_set: str | None,
-        templates: Sequence[str] | None,
-        top_k: int | None,
-    ) -> ClassifyResponse:
-        labels, chosen = await self.resolve_labels(served, labels, label_set, templates)
-        # A label set's matrix stays on the scoring device; its key changes whenever the set does.
-        key = (served.key, chosen, hash(tuple(labels))) if label_set is not None else None
-        if key is not None and self.scorer.holds(key):
-            image_emb, matrix = await self._image_embeddings(served, images), None
-        else:
-            image_emb, matrix = await asyncio.gather(
-                self._image_embeddings(served, images), self.label_matrix(served, labels, chosen)
-            )
-        m = served.manifest
-        try:
-            probs = self.scorer.probabilities(image_emb, matrix, m.logit_scale, m.logit_bias, m.loss, key)
-        except KeyError:  # evicted from the device between the check and the use: build it again
-            matrix = await self.label_matrix(served, labels, chosen)
-            probs = self.scorer.probabilities(image_emb, matrix, m.logit_scale, m.logit_bias, m.loss, key)
-        k = min(top_k or len(labels), len(labels))
-        results = []
-        for row in probs:
-            best = np.argsort(-row, kind="stable")[:k]
-            results.append(
-                ImageResult(predictions=[Prediction(label=labels[i], score=float(row[i])) for i in best])
-            )
-        return ClassifyResponse(model=served.ref(), results=results)
+            labels, chosen = await self.resolve_labels(served, labels, label_set, templates)
+            # A label set's matrix stays on the scoring device; its key changes whenever the set does.
+            key = (served.key, chosen, hash(tuple(labels))) if label_set is not None else None
+            if key is not None and self.scorer.holds(key):
+                image_emb, matrix = await self._image_embeddings(served, images), None
+            else:
+                image_emb, matrix = await asyncio.gather(
+                    self._image_embeddings(served, images), self.label_matrix(served, labels, chosen)
+                )
+            m = served.manifest
+            try:
+                probs = self.scorer.probabilities(image_emb, matrix, m.logit_scale, m.logit_bias, m.loss, key)
+            except KeyError:  # evicted from the device between the check and the use: build it again
+                matrix = await self.label_matrix(served, labels, chosen)
+                probs = self.scorer.probabilities(image_emb, matrix, m.logit_scale, m.logit_bias, m.loss, key)
+            k = min(top_k or len(labels), len(labels))
+            results = []
+            for row in probs:
+                best = np.argsort(-row, kind="stable")[:k]
+                results.append(
+                    ImageResult(predictions=[Prediction(label=labels[i], score=float(row[i])) for i in best])
+                )
+            return ClassifyResponse(model=served.ref(), results=results)
 
     # Label sets -----------------------------------------------------------------------------------
     async def put_label_set(self, name: str, labels: list[str], templates: list[str] | None) -> LabelSet:
@@ -424,10 +413,8 @@ class Gateway:
             raise label_error(exc) from None
         except ValueError as exc:
             raise ApiError(422, "invalid_label_set", str(exc).splitlines()[0]) from None
-        with self.model().pinned() as served:
-            await self.label_matrix(
-                served, clean, _templates(served, templates)
-            )  # encode and cache now, so classify is fast at once
+        with self.model().pinned() as served:  # encode and cache now, so classify is fast at once
+            await self.label_matrix(served, clean, _templates(served, templates))
         return await asyncio.to_thread(self.store.put, label_set)
 
 
