@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import time
-import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
@@ -15,17 +12,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ApiError
 from service.gateway import Gateway
-from service.guards import BODY_HINT, BodyLimit, error_response, require_api_key
+from service.guards import BodyLimit, error_response
 from service.hf_compat import build_hf_router
 from service.label_store import LabelStoreUnavailable
-from service.logs import access_fields_line
 from service.metrics import Metrics
+from service.observe import Observe
 from service.routes import allowed_methods, build_router
 from service.schemas import ErrorBody, ReadyResponse
 from service.settings import Settings
 from service.web import build_web_router
-
-log = logging.getLogger("service.access")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -48,9 +43,10 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    # Added before ``observe`` so it sits inside it: the 413 is raised in the route, not in the task
-    # BaseHTTPMiddleware reads the body from (which would surface as an exception group and a 500).
+    # BodyLimit sits inside Observe: its 413 is raised while the route reads the body, so FastAPI's
+    # handler answers it and Observe counts and logs it like any other answer.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(Observe, metrics=metrics, max_body_bytes=settings.max_body_bytes)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -79,41 +75,6 @@ def create_app(settings: Settings) -> FastAPI:
             headers = {"Allow": allowed_methods(request)}
             message = f"{request.method} is not allowed on {request.url.path}; use {headers['Allow']}"
         return error_response(ApiError(exc.status_code, code, message), None, headers)
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request.state.request_id = request_id
-        began = time.perf_counter()
-        length = request.headers.get("content-length")
-        try:
-            require_api_key(request)
-            if length and length.isdigit() and int(length) > settings.max_body_bytes:
-                raise ApiError(
-                    413, "body_too_large", f"the body exceeds {settings.max_body_bytes:,} bytes: {BODY_HINT}"
-                )
-        except ApiError as exc:
-            response = error_response(exc, request_id)
-        else:
-            try:
-                response = await call_next(request)
-            except Exception:
-                log.exception("unhandled error (request %s)", request_id)
-                response = error_response(
-                    ApiError(500, "internal_error", "unexpected error; see server logs")
-                )
-        elapsed = time.perf_counter() - began
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.request_duration.labels(path).observe(elapsed)
-        response.headers["X-Request-ID"] = request_id
-        fields = {
-            "request_id": request_id, "method": request.method, "path": request.url.path,
-            "status": response.status_code, "ms": round(1000 * elapsed, 1),
-        }  # fmt: skip
-        log.info(access_fields_line(fields), extra={"fields": fields})
-        return response
 
     @app.get("/healthz", summary="Liveness: 200 while the process runs")
     async def healthz() -> dict[str, str]:

@@ -20,6 +20,12 @@ class Backlog:
         self.depth = 0
         self._on_depth = on_depth
 
+    def check_room(self) -> None:
+        """Raise :class:`QueueFull` if not even one more image fits: a request can be refused before its
+        body is read (which on a flooded server costs more than the refusal itself)."""
+        if self.depth >= self.limit:
+            raise QueueFull(f"{self.depth} images are already in progress (limit {self.limit})")
+
     @contextmanager
     def hold(self, count: int) -> Iterator[None]:
         """Count ``count`` images in for the duration of the block, or raise :class:`QueueFull`."""

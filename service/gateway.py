@@ -306,7 +306,14 @@ class Gateway:
             with self.backlog.hold(len(images)):  # counted before decoding: the bound covers decode memory
                 return await self._decode_and_encode(served, images)
         except QueueFull as exc:
-            raise ApiError(429, "overloaded", f"the server is busy ({exc}): retry with backoff") from None
+            raise _overloaded(exc) from None
+
+    def check_room(self) -> None:
+        """429 at once, before the request's body is read, when the backlog has no room for an image."""
+        try:
+            self.backlog.check_room()
+        except QueueFull as exc:
+            raise _overloaded(exc) from None
 
     async def _decode_and_encode(self, served: ServedModel, images: Sequence[bytes]) -> np.ndarray:
         loop = asyncio.get_running_loop()
@@ -416,6 +423,10 @@ class Gateway:
         with self.model().pinned() as served:  # encode and cache now, so classify is fast at once
             await self.label_matrix(served, clean, _templates(served, templates))
         return await asyncio.to_thread(self.store.put, label_set)
+
+
+def _overloaded(exc: QueueFull) -> ApiError:
+    return ApiError(429, "overloaded", f"the server is busy ({exc}): retry with backoff")
 
 
 def _templates(served: ServedModel, templates: Sequence[str] | None) -> tuple[str, ...]:

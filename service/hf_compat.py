@@ -104,6 +104,7 @@ def build_hf_router() -> APIRouter:
         openapi_extra=REQUEST_BODY,
     )
     async def zero_shot_image_classification(request: Request, gw: GatewayDep) -> list[Prediction]:
+        gw.check_room()
         body = parse_json(ZeroShotRequest, await request.body())
         templates = check_template(body.parameters.hypothesis_template)
         image = decode_base64(body.inputs)

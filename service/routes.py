@@ -109,6 +109,7 @@ def build_router() -> APIRouter:
         openapi_extra=image_request_body(ClassifyRequest),
     )
     async def classify(request: Request, gw: GatewayDep) -> ClassifyResponse:
+        gw.check_room()
         fields = await read_image_request(request)
         return await with_timeout(
             request,
@@ -124,6 +125,7 @@ def build_router() -> APIRouter:
         openapi_extra=image_request_body(EmbedImageRequest),
     )
     async def embed_image(request: Request, gw: GatewayDep) -> EmbedResponse:
+        gw.check_room()
         if is_json(request):
             images = [decode_base64(s) for s in parse_json(EmbedImageRequest, await request.body()).images]
         else:
