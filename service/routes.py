@@ -85,14 +85,15 @@ def gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(gateway)]
 
 
-async def with_timeout(request: Request, work: Awaitable[T]) -> T:
-    seconds = request.app.state.settings.request_timeout_s
+async def with_timeout(
+    request: Request, work: Awaitable[T], seconds: float | None = None, hint: str = "send fewer images"
+) -> T:
+    """``work``, or 504 after ``seconds`` (default ``LIT_REQUEST_TIMEOUT_S``)."""
+    seconds = seconds or request.app.state.settings.request_timeout_s
     try:
         return await asyncio.wait_for(work, seconds)
     except TimeoutError:
-        raise ApiError(
-            504, "timeout", f"the request took longer than {seconds:g} s: send fewer images"
-        ) from None
+        raise ApiError(504, "timeout", f"the request took longer than {seconds:g} s: {hint}") from None
 
 
 def build_router() -> APIRouter:
@@ -161,7 +162,12 @@ def build_router() -> APIRouter:
             )
         if body.templates is not None and any(PLACEHOLDER not in t for t in body.templates):
             raise ApiError(422, "invalid_template", "every template needs a {} where the label goes")
-        stored = await with_timeout(request, gw.put_label_set(name, body.labels, body.templates))
+        stored = await with_timeout(
+            request,
+            gw.put_label_set(name, body.labels, body.templates),
+            gw.settings.label_set_timeout_s,
+            "register the labels in several smaller sets, or raise LIT_LABEL_SET_TIMEOUT_S",
+        )
         return stored.model_dump()
 
     @router.get("/label-sets", response_model=list[LabelSetSummary], summary="All label sets")

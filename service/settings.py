@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(default_factory=list, description="if set, every /v1 route needs one")
     log_format: Literal["plain", "json"] = "plain"
     request_timeout_s: float = Field(default=30.0, gt=0)
+    label_set_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="for PUT /v1/label-sets, which encodes every new label (1,000 labels x 7 templates: "
+        "about 45 s for a ViT-B/32 CLIP on 2 CPU cores)",
+    )
     shutdown_grace_s: float = Field(
         default=20.0,
         gt=0,

@@ -451,7 +451,7 @@ def test_not_ready_is_503_with_the_reason(tmp_path: Path) -> None:
 
 def test_timeout_is_504_and_the_server_recovers(tmp_path: Path) -> None:
     with (
-        running_gateway(tmp_path, LIT_REQUEST_TIMEOUT_S="0.001") as url,
+        running_gateway(tmp_path, LIT_REQUEST_TIMEOUT_S="0.001", LIT_LABEL_SET_TIMEOUT_S="0.002") as url,
         httpx.Client(base_url=url, timeout=60) as session,
     ):
         labels = [f"timeout label {i}" for i in range(1000)]
@@ -459,10 +459,24 @@ def test_timeout_is_504_and_the_server_recovers(tmp_path: Path) -> None:
             message = assert_error(classify(session, encoding, images(8), labels=labels), 504, "timeout")
             assert "0.001" in message
         assert_error(session.post("/v1/embed/text", json={"texts": labels}), 504, "timeout")
-        assert_error(session.put("/v1/label-sets/slow", json={"labels": labels}), 504, "timeout")
+        message = assert_error(session.put("/v1/label-sets/slow", json={"labels": labels}), 504, "timeout")
+        assert "0.002" in message and "LIT_LABEL_SET_TIMEOUT_S" in message  # its own, longer timeout
         assert_error(session.get("/v1/label-sets/slow"), 404)  # a timed-out PUT stores nothing
         assert session.get("/readyz").status_code == 200
         assert session.get("/v1/models").status_code == 200
+
+
+def test_label_sets_have_their_own_timeout(tmp_path: Path) -> None:
+    """Registering labels encodes all of them (minutes for thousands on a CPU): a request timeout that
+    cancels classify requests leaves registration alone."""
+    with (
+        running_gateway(tmp_path, LIT_REQUEST_TIMEOUT_S="0.001") as url,
+        httpx.Client(base_url=url, timeout=60) as session,
+    ):
+        labels = [f"long registration {i}" for i in range(1000)]
+        put = session.put("/v1/label-sets/big", json={"labels": labels})
+        assert put.status_code == 200, put.text
+        assert len(session.get("/v1/label-sets/big").json()["labels"]) == 1000
 
 
 # --- after everything: the shared gateway still answers correctly -------------------------------------
