@@ -202,7 +202,9 @@ class Gateway:
             self._spawn(self._retire(old))
 
     async def _retire(self, old: ServedModel) -> None:
-        if not await old.retire(self.settings.request_timeout_s):
+        # Its requests end by their own timeouts at the latest: a label-set PUT may take the longer one.
+        grace = max(self.settings.request_timeout_s, self.settings.label_set_timeout_s)
+        if not await old.retire(grace):
             log.warning("version %d closed with requests still running", old.manifest.version)
         self.cache.drop_model(old.key)
         self.scorer.forget(lambda key: key[0] == old.key)
