@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from lit_bundle.repository import active_version, resolve_bundle
+from lit_bundle.repository import CONFIG_FILE, active_version, resolve_bundle
 from service.backlog import Backlog, QueueFull
 from service.batcher import Batcher
 from service.decode import DecodeLimits, decode_image
@@ -177,7 +177,7 @@ class Gateway:
     def _promoted(self) -> tuple[int, int] | None:
         """The active version and when its config was written (a rewrite retries a refused version)."""
         name = resolve_bundle(self.settings.repository, self.settings.model_name)
-        config = self.settings.repository / f"{name}_image" / "config.pbtxt"
+        config = self.settings.repository / f"{name}_image" / CONFIG_FILE
         version = active_version(self.settings.repository, name)
         return None if version is None else (version, config.stat().st_mtime_ns)
 

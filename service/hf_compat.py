@@ -12,15 +12,13 @@ templates when none is given), so the scores equal ``/v1/classify``'s with ``tem
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.decode import decode_base64
 from service.errors import ApiError
 from service.request_bodies import parse_json, require_json
-from service.routes import ERROR_RESPONSES, GatewayDep, with_timeout
+from service.routes import ERROR_RESPONSES, GatewayDep, json_request_body, with_timeout
 from service.schemas import PNG_1PX, Prediction, Text
 
 PATH = "/v1/hf/zero-shot-image-classification"
@@ -53,32 +51,6 @@ class ZeroShotRequest(_Strict):
     parameters: ZeroShotParameters
 
 
-def _inline(schema: dict[str, Any]) -> dict[str, Any]:
-    """The model's JSON schema with its ``$defs`` put in place: a ``#/$defs/...`` reference would point
-    nowhere inside the OpenAPI document."""
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return resolve(defs[ref.removeprefix("#/$defs/")])
-            return {key: resolve(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolve(item) for item in node]
-        return node
-
-    return resolve(schema)
-
-
-REQUEST_BODY = {
-    "requestBody": {
-        "content": {"application/json": {"schema": _inline(ZeroShotRequest.model_json_schema())}},
-        "required": True,
-    }
-}
-
-
 def check_template(template: str | None) -> list[str] | None:
     if template is None:
         return None
@@ -101,7 +73,7 @@ def build_hf_router() -> APIRouter:
         summary="Zero-shot image classification, Hugging Face Inference style",
         description=DESCRIPTION,
         dependencies=[Depends(require_json)],
-        openapi_extra=REQUEST_BODY,
+        openapi_extra=json_request_body(ZeroShotRequest),
     )
     async def zero_shot_image_classification(request: Request, gw: GatewayDep) -> list[Prediction]:
         gw.check_room()

@@ -32,22 +32,36 @@ T = TypeVar("T")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its ``$defs`` (nested models) put in place: a ``#/$defs/...``
+    reference would point nowhere inside the OpenAPI document."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
 def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI for a JSON body that the route parses itself with :func:`parse_json`: pydantic's JSON parser
     refuses lone surrogates and stops at a nesting limit, where FastAPI's ``json.loads`` would pass the first
     on (a 500 further down) and answer the second with a bare 400."""
-    return {
-        "requestBody": {
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-            "required": True,
-        }
-    }
+    return {"requestBody": {"content": {"application/json": {"schema": _schema(model)}}, "required": True}}
 
 
 def image_request_body(json_model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI for a route that takes the JSON model (base64 images) or multipart file parts."""
     content = {
-        "application/json": {"schema": json_model.model_json_schema()},
+        "application/json": {"schema": _schema(json_model)},
         **IMAGE_BODY["requestBody"]["content"],
     }
     return {"requestBody": {"content": content, "required": True}}

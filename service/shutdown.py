@@ -16,14 +16,23 @@ As uvicorn does, the process then ends by the signal it got (exit status 143 for
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import ApiError
+from service.guards import error_response
+
 log = logging.getLogger(__name__)
+
+CUT_OFF = ApiError(
+    503,
+    "shutting_down",
+    "the server shut down before this request finished (LIT_SHUTDOWN_GRACE_S); it was not completed: "
+    "send it again",
+)
 
 CLOSE_RESERVE_S = 1.0  # of the grace period, kept for closing the model and exiting once the drain ends
 BACKSTOP_S = 0.5  # after the cut-off, uvicorn itself cancels whatever is still running
@@ -61,7 +70,7 @@ class CutOff:
             if not self.cutting or started:
                 raise
             task.uncancel()
-            await self._refuse(send)
+            await error_response(CUT_OFF, extra_headers={"Retry-After": "1"})(scope, receive, send)
         finally:
             self.running.discard(task)
 
@@ -73,23 +82,6 @@ class CutOff:
             )
         for task in self.running:
             task.cancel("the shutdown grace period is up")
-
-    @staticmethod
-    async def _refuse(send: Send) -> None:
-        body = json.dumps({
-            "error": {
-                "code": "shutting_down",
-                "message": "the server shut down before this request finished (LIT_SHUTDOWN_GRACE_S); "
-                "it was not completed: send it again",
-            }
-        }).encode()  # fmt: skip
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", b"1"),
-        ]
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
 
 class GatewayServer(uvicorn.Server):

@@ -41,6 +41,7 @@ from lit_bundle.triton import TritonOptions, bundle_configs, write_config
 OPSET = 17
 STAGING_PREFIX = ".staging-"  # versions being written; hidden from readers and from .dockerignore
 FP32_TOLERANCE = 1e-4
+TEXT_INPUTS = ["input_ids", "attention_mask"]
 FP16_TOLERANCE = 2e-2
 
 
@@ -154,35 +155,42 @@ def _padded_rows(tokens: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
     return {name: array[padded] for name, array in tokens.items()} if padded.any() else None
 
 
-def length_invariant(text_graph: nn.Module, tokens: dict[str, np.ndarray], tolerance: float = 1e-5) -> bool:
-    """Whether the text encoder ignores trailing padding (masked attention; pooling at a real token), so it
-    can be exported with a dynamic sequence axis and fed batches padded only to their longest text. CLIP-
-    and BERT-style encoders do; one that pools the last position (SigLIP's) does not."""
-    tokens = _padded_rows(tokens)
-    if tokens is None:
-        return False  # no padding to test with: keep the fixed length
-    trimmed = trim_padding(tokens)
+def _torch_text(text_graph: nn.Module, tokens: dict[str, np.ndarray]) -> np.ndarray:
     with torch.no_grad():
-        full = text_graph(*(torch.from_numpy(tokens[k]) for k in ("input_ids", "attention_mask")))
-        short = text_graph(*(torch.from_numpy(trimmed[k]) for k in ("input_ids", "attention_mask")))
-    return bool((full - short).abs().max() <= tolerance)
+        return text_graph(*(torch.from_numpy(tokens[name]) for name in TEXT_INPUTS)).numpy()
 
 
-def _trims_like_torch(path: Path, text_graph: nn.Module, tokens: dict[str, np.ndarray]) -> bool:
-    """Whether the exported text graph, fed padding-trimmed tokens, matches torch on the full ones."""
-    tokens = _padded_rows(tokens)
-    if tokens is None:
-        return False
-    with torch.no_grad():
-        expected = text_graph(*(torch.from_numpy(tokens[k]) for k in ("input_ids", "attention_mask"))).numpy()
+def _runs_like(path: Path, feeds: dict[str, np.ndarray], expected: np.ndarray) -> bool:
+    """Whether the ONNX graph at ``path`` runs ``feeds`` and gives ``expected`` (fp32 tolerance)."""
+    quiet = ort.SessionOptions()
+    quiet.log_severity_level = 4  # a failure is expected and handled: no error log line
     try:
-        quiet = ort.SessionOptions()
-        quiet.log_severity_level = 4  # the failure is expected and handled: no error log line
-        session = ort.InferenceSession(str(path), quiet, providers=["CPUExecutionProvider"])
-        got = session.run(None, trim_padding(tokens))[0]
+        got = ort.InferenceSession(str(path), quiet, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     except Exception:  # e.g. a Reshape to the traced length: the sequence axis is not really dynamic
         return False
     return bool(np.abs(expected - got).max() <= FP32_TOLERANCE)
+
+
+def _export_text(text_graph: nn.Module, tokenizer: Tokenizer, check_texts: list[str], path: Path) -> bool:
+    """Export the text graph, with a dynamic sequence axis where that gives the same embeddings; returns
+    whether it did.
+
+    Dynamic needs two things: the encoder ignores trailing padding (torch on padded and on trimmed texts
+    agree: masked attention, pooling at a real token, as CLIP- and BERT-style encoders do; one that pools
+    the last position, as SigLIP's, does not), and the exported graph really takes shorter inputs (ONNX
+    Runtime on trimmed texts agrees with torch; a graph whose traced shapes are constants does not).
+    Otherwise the graph takes the fixed context length."""
+    dummy = token_batch(tokenizer, ["a photo", "of something longer than that"])
+    args = (torch.from_numpy(dummy["input_ids"]), torch.from_numpy(dummy["attention_mask"]))
+    probe = _padded_rows(token_batch(tokenizer, [*check_texts, "a", "a photo of a thing."]))
+    if probe is not None:
+        expected, trimmed = _torch_text(text_graph, probe), trim_padding(probe)
+        if np.abs(expected - _torch_text(text_graph, trimmed)).max() <= 1e-5:
+            _export(text_graph, args, path, TEXT_INPUTS, TEXT_INPUTS)
+            if _runs_like(path, trimmed, expected):
+                return True
+    _export(text_graph, args, path, TEXT_INPUTS)
+    return False
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -277,21 +285,7 @@ def export_bundle(
             ["pixels"],
         )
         steps.update()
-        dummy = token_batch(request.tokenizer, ["a photo", "of something longer than that"])
-        text_inputs = ["input_ids", "attention_mask"]
-        check_tokens = token_batch(request.tokenizer, [*request.check_texts, "a", "a photo of a thing."])
-        dynamic = length_invariant(text_graph, check_tokens)
-        for sequence_inputs in ([text_inputs] if dynamic else []) + [[]]:
-            _export(
-                text_graph,
-                (torch.from_numpy(dummy["input_ids"]), torch.from_numpy(dummy["attention_mask"])),
-                staged_text / "model.onnx",
-                text_inputs,
-                sequence_inputs,
-            )
-            dynamic = bool(sequence_inputs)
-            if not dynamic or _trims_like_torch(staged_text / "model.onnx", text_graph, check_tokens):
-                break  # a graph whose traced shapes are constants fails this: export it at fixed length
+        dynamic = _export_text(text_graph, request.tokenizer, request.check_texts, staged_text / "model.onnx")
         steps.update()
         if fp16:
             _to_fp16(staged_image / "model.onnx")
@@ -355,7 +349,7 @@ def _publish(
                 file=text_file,
                 inputs=tuple(
                     TensorSpec(name=name, dtype="int64", shape=(-1, -1 if dynamic_length else length))
-                    for name in ("input_ids", "attention_mask")
+                    for name in TEXT_INPUTS
                 ),
                 outputs=(TensorSpec(name="embedding", dtype="float32", shape=(-1, embed_dim)),),
             ),
