@@ -69,6 +69,20 @@ class TextSpec(_Frozen):
     context_length: int = Field(gt=0)
 
 
+class EvaluationData(_Frozen):
+    """Which data a bundle's evaluation metrics came from, so a number can be traced and reproduced."""
+
+    kind: Literal["zero_shot", "retrieval", "synthetic"]
+    source: str = Field(description="folder, manifest, shard pattern or shard list, as given")
+    split: Literal["all", "heldout"] = Field(
+        description="'heldout': the part of the training data its hash split kept out of training"
+    )
+    images: int = Field(ge=0)
+    texts: int = Field(ge=0, description="captions (retrieval) or classes (zero-shot)")
+    sha256: str = Field(description="sha256 of the list of samples (image paths or keys, labels, captions)")
+    metrics: tuple[str, ...] = Field(default=(), description="the keys of Manifest.metrics this data gave")
+
+
 class Manifest(_Frozen):
     schema_version: int = SCHEMA_VERSION
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
@@ -83,6 +97,7 @@ class Manifest(_Frozen):
     text: TextSpec
     templates: tuple[str, ...] = ("a photo of a {}.",)
     metrics: dict[str, float] = Field(default_factory=dict)
+    evaluation: tuple[EvaluationData, ...] = ()
     provenance: dict[str, str] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
 

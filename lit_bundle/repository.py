@@ -23,7 +23,7 @@ from lit_bundle.manifest import (
     read_manifest,
     verify_files,
 )
-from lit_bundle.triton import TritonOptions, active_versions, bundle_configs, write_config
+from lit_bundle.triton import TritonOptions, active_versions, bundle_configs, promoted_config, write_config
 
 CONFIG_FILE = "config.pbtxt"
 
@@ -124,7 +124,7 @@ def load_bundle(repository: Path, name: str | None = None, version: int | None =
         if version is None:
             raise BundleError(
                 f"{repository / (name + '_image') / CONFIG_FILE} names no active version: "
-                f"run `lit-train promote {repository} {name} <version>`"
+                f"run `lit-train promote {name} <version> -r {repository}`"
             )
     manifest = read_manifest(manifest_path(repository, name, version))
     if (manifest.name, manifest.version) != (name, version):
@@ -157,10 +157,33 @@ def next_version(repository: Path, name: str) -> int:
 
 
 def promote(repository: Path, name: str, version: int, options: TritonOptions | None = None) -> None:
-    """Make ``version`` the one Triton and the gateway serve, by rewriting both ``config.pbtxt``."""
-    bundle = load_bundle(repository, name, version)
-    for model, text in bundle_configs(bundle.manifest, [version], options or TritonOptions()).items():
-        write_config(Path(repository) / model / CONFIG_FILE, text)
+    """Make ``version`` the one Triton and the gateway serve, by rewriting both ``config.pbtxt``.
+
+    Without ``options`` an existing config keeps every operator setting (instances, batching,
+    optimization, warm-up, comments...): only its version policy changes, and the tensors when this
+    version's differ (:func:`lit_bundle.triton.promoted_config`, which needs ``tritonclient``); a missing
+    config is generated from the default options. ``options`` regenerates both configs from them.
+    """
+    repository = Path(repository)
+    manifest = load_bundle(repository, name, version).manifest
+    generated = bundle_configs(manifest, [version], options or TritonOptions())
+    texts: dict[Path, str] = {}
+    for encoder in (manifest.image_encoder, manifest.text_encoder):
+        path = repository / encoder.triton_name / CONFIG_FILE
+        if options is not None or not path.is_file():
+            texts[path] = generated[encoder.triton_name]
+            continue
+        try:
+            texts[path] = promoted_config(path.read_text(), encoder, [version], manifest.text.context_length)
+        except ImportError:
+            raise BundleError(
+                f"keeping the operator settings of {path} needs Triton's protobuf: "
+                'pip install "tritonclient[grpc]" (or pass explicit Triton options to regenerate it)'
+            ) from None
+        except ValueError as exc:
+            raise BundleError(f"{path}: {exc}") from None
+    for path, text in texts.items():  # written only once both are ready: never one promoted alone
+        write_config(path, text)
 
 
 def prune(repository: Path, name: str, keep: int = 1) -> list[int]:

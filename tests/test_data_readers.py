@@ -17,10 +17,10 @@ from lit_bundle.preprocess import PreprocessSpec, preprocess_image
 from training.data.pairs import (
     DataError,
     ManifestPairs,
+    WebDatasetPairs,
     collate_pairs,
     pixel_transform,
     webdataset_fingerprint,
-    webdataset_pairs,
 )
 
 SPEC = PreprocessSpec(size=16)
@@ -224,15 +224,15 @@ def check_samples(items: list, expected: dict[str, Image.Image]) -> None:
 
 def test_webdataset_reads_all_samples(tmp_path: Path) -> None:
     pattern, expected = write_shards(tmp_path)
-    check_samples(list(webdataset_pairs(pattern, TRANSFORM)), expected)
-    shuffled = list(webdataset_pairs(pattern, TRANSFORM, shuffle_buffer=4, seed=1))
+    check_samples(list(WebDatasetPairs(pattern, TRANSFORM)), expected)
+    shuffled = list(WebDatasetPairs(pattern, TRANSFORM, shuffle_buffer=4, seed=1))
     check_samples(shuffled, expected)
 
 
 def test_webdataset_workers_split_shards_without_duplicates(tmp_path: Path) -> None:
     pattern, expected = write_shards(tmp_path)
     loader = torch.utils.data.DataLoader(
-        webdataset_pairs(pattern, TRANSFORM), batch_size=4, num_workers=2, collate_fn=collate_pairs
+        WebDatasetPairs(pattern, TRANSFORM), batch_size=4, num_workers=2, collate_fn=collate_pairs
     )
     batches = list(loader)
     items = [(p, c) for b in batches for p, c in zip(b.pixels, b.captions, strict=True)]
@@ -242,7 +242,7 @@ def test_webdataset_workers_split_shards_without_duplicates(tmp_path: Path) -> N
 def test_webdataset_corrupt_image_raises_through_worker(tmp_path: Path) -> None:
     pattern, _ = write_shards(tmp_path, corrupt="s1_03")
     loader = torch.utils.data.DataLoader(
-        webdataset_pairs(pattern, TRANSFORM), batch_size=4, num_workers=2, collate_fn=collate_pairs
+        WebDatasetPairs(pattern, TRANSFORM), batch_size=4, num_workers=2, collate_fn=collate_pairs
     )
     message = loader_error(loader)
     assert "data-001.tar" in message and "'s1_03'" in message and "undecodable image" in message
@@ -254,8 +254,8 @@ def test_webdataset_skip_counts_corrupt_and_incomplete_samples(tmp_path: Path) -
         sink.write({"__key__": "nocap", "png": png_bytes(make_image(7))})
     urls = [*wds.shardlists.expand_urls(pattern), str(tmp_path / "extra.tar")]
     with pytest.raises(DataError, match=r"extra\.tar sample 'nocap' has no caption"):
-        list(webdataset_pairs(str(tmp_path / "extra.tar"), TRANSFORM))
-    items = list(webdataset_pairs(urls, TRANSFORM, on_error="skip"))
+        list(WebDatasetPairs(str(tmp_path / "extra.tar"), TRANSFORM))
+    items = list(WebDatasetPairs(urls, TRANSFORM, on_error="skip"))
     batch = collate_pairs(items)
     assert batch.skipped == 2 and set(batch.captions) == set(expected)
 
@@ -265,11 +265,11 @@ def test_webdataset_broken_shard_and_missing_shard(tmp_path: Path) -> None:
     shard = tmp_path / "data-001.tar"
     shard.write_bytes(shard.read_bytes()[:700])  # truncated mid-member
     with pytest.raises(DataError, match=r"shard .*data-001\.tar \(ReadError"):
-        list(webdataset_pairs(pattern, TRANSFORM))
+        list(WebDatasetPairs(pattern, TRANSFORM))
     with pytest.warns(UserWarning, match=r"data-001\.tar .*skipping the rest of this shard"):
-        assert len(list(webdataset_pairs(pattern, TRANSFORM, on_error="skip"))) == 6
+        assert len(list(WebDatasetPairs(pattern, TRANSFORM, on_error="skip"))) == 6
     with pytest.raises(DataError, match=r"data-002\.tar does not exist \(8 of 10"):
-        webdataset_pairs(str(tmp_path / "data-{000..009}.tar"), TRANSFORM)
+        WebDatasetPairs(str(tmp_path / "data-{000..009}.tar"), TRANSFORM)
 
 
 def test_webdataset_fingerprint_tracks_shards(tmp_path: Path) -> None:
@@ -286,14 +286,14 @@ def test_webdataset_splits_shards_across_ranks(tmp_path: Path, monkeypatch: pyte
     pattern, expected = write_shards(tmp_path)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    captions = {caption for _, caption in webdataset_pairs(pattern, TRANSFORM)}
+    captions = {caption for _, caption in WebDatasetPairs(pattern, TRANSFORM)}
     assert captions == {c for c in expected if c.startswith("caption s1_")}
 
 
 def test_readers_pickle_for_spawned_workers(tmp_path: Path, images: list[Path]) -> None:
     pattern, _ = write_shards(tmp_path)
     manifest = write_csv(tmp_path / "data.csv", [("imgs/0.png", "zero")])
-    readers = (webdataset_pairs(pattern, TRANSFORM, shuffle_buffer=2), ManifestPairs(manifest, TRANSFORM))
+    readers = (WebDatasetPairs(pattern, TRANSFORM, shuffle_buffer=2), ManifestPairs(manifest, TRANSFORM))
     for dataset in readers:
         clone = pickle.loads(pickle.dumps(dataset))
         assert len(list(clone)) >= 1

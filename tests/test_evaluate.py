@@ -17,6 +17,7 @@ from PIL import Image
 from training.evaluate import (
     build_classifier,
     confusion_matrix,
+    most_confused,
     retrieval_recall,
     topk_accuracy,
     write_report,
@@ -200,6 +201,38 @@ def test_retrieval_perfect_pairs_and_default_keys():
 def test_retrieval_rejects_mismatched_shapes():
     with pytest.raises(ValueError):
         retrieval_recall(torch.zeros(3, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="each image at least once"):
+        retrieval_recall(torch.eye(3), torch.eye(3)[:2], text_image=torch.tensor([0, 0]))
+
+
+# Three images, five captions: image 0 has texts 0, 1; image 1 has texts 2, 3; image 2 has text 4.
+# sim[image i, text j] is proportional to S[i][j]; ranks worked out by hand:
+#   image->text, other images' texts above the best own text: [1 (text 4), 0, 4 (texts 0-3)]
+#   text->image, other images above the own image:            [1, 1, 0, 1, 1]
+S = [[0.5, 0.7, 0.1, 0.2, 0.9], [0.1, 0.2, 0.8, 0.3, 0.0], [0.9, 0.9, 0.4, 0.6, 0.3]]
+
+
+@pytest.mark.parametrize("chunk", [4096, 2, 1])
+def test_retrieval_with_several_captions_per_image(chunk: int):
+    images = torch.eye(4)[:3]
+    columns = 0.5 * torch.tensor(S).T
+    # a fourth component gives every text the same norm, so cosine similarity keeps S's order in each row
+    texts = torch.cat([columns, (1 - columns.square().sum(1, keepdim=True)).sqrt()], dim=1)
+    owners = torch.tensor([0, 0, 1, 1, 2])
+    got = retrieval_recall(images, texts, ks=(1, 2, 3, 5), chunk=chunk, text_image=owners)
+    expected = {"i2t_r1": 1 / 3, "i2t_r2": 2 / 3, "i2t_r3": 2 / 3, "i2t_r5": 1.0}
+    expected |= {"t2i_r1": 1 / 5, "t2i_r2": 1.0, "t2i_r3": 1.0, "t2i_r5": 1.0}
+    assert got == pytest.approx(expected)
+
+
+def test_most_confused_lists_the_largest_off_diagonal_cells():
+    confusion = np.array([[5, 3, 0], [0, 4, 1], [2, 0, 0]])
+    got = most_confused(confusion, ["a", "b", "c"], limit=2)
+    assert got == [
+        {"true": "a", "predicted": "b", "count": 3, "fraction": 3 / 8},
+        {"true": "c", "predicted": "a", "count": 2, "fraction": 1.0},
+    ]
+    assert most_confused(np.eye(3, dtype=int), ["a", "b", "c"]) == []
 
 
 # ------------------------------------------------------------------------------ confusion matrix

@@ -109,3 +109,14 @@ def test_training_builds_once_then_reuses_and_rebuilds_on_change(tmp_path: Path,
     assert not unlocked.cache_used
     augmented = train(tiny_config(tmp_path, tower_weights, "steps=1", "data.augment=true"), progress=False)
     assert not augmented.cache_used
+
+
+def test_a_run_that_builds_the_cache_trains_the_same_model_as_one_that_finds_it(
+    tmp_path: Path, tower_weights: Path
+) -> None:
+    first = train(tiny_config(tmp_path / "a", tower_weights, f"cache_dir={tmp_path / 'c'}"), progress=False)
+    second = train(tiny_config(tmp_path / "b", tower_weights, f"cache_dir={tmp_path / 'c'}"), progress=False)
+    assert first.cache_used and second.cache_used
+    assert first.history == second.history
+    a, b = (r.checkpoint / "model.safetensors" for r in (first, second))
+    assert a.read_bytes() == b.read_bytes()

@@ -161,14 +161,16 @@ def test_gate_rules() -> None:
     assert failed(float("nan"), 0.0, 1.0, 0.5, 1) == ["min_accuracy", "regression"]
 
 
-def test_refuses_a_used_run_folder_and_non_synthetic_data(tmp_path: Path) -> None:
+def test_refuses_a_used_run_folder_and_a_missing_tower_on_own_data(tmp_path: Path) -> None:
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "old.txt").write_text("x")
     base = ["retrain", "--repository", str(tmp_path / "repository"), "--quiet"]
     used = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "used")])
     assert used.exit_code == 2 and "is not empty" in flat(used.output)
-    manifest = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "new"), "data.kind=manifest"])
-    assert manifest.exit_code == 2 and "synthetic-world models only" in flat(manifest.output)
+    weights = f"model.image.weights={tmp_path / 'none.safetensors'}"
+    manifest = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "new"), "data.kind=manifest", weights])
+    assert manifest.exit_code == 2  # no tower pretraining on the synthetic world for a model of your data
+    assert "give model.image.weights a pretrained tower file" in flat(manifest.output)
     assert not (tmp_path / "repository").exists()
 
 
@@ -176,7 +178,10 @@ def test_workflow_runs_the_cli_command_with_options_it_has() -> None:
     workflow = yaml.safe_load(WORKFLOW.read_text())
     triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads the key `on` as True
     assert {"workflow_dispatch", "schedule"} <= set(triggers)
-    assert {"min_accuracy", "max_regression", "dry_run"} <= set(triggers["workflow_dispatch"]["inputs"])
+    inputs = set(triggers["workflow_dispatch"]["inputs"])
+    assert {"min_accuracy", "max_regression", "dry_run"} <= inputs
+    # your own data: the training data and the gate's evaluation data are inputs of the workflow
+    assert {"bundle", "config", "data", "eval_set", "classes", "retrieval_set", "gate_metric"} <= inputs
     command = typer.main.get_command(app).commands["retrain"]  # type: ignore[attr-defined]
     known = {opt for param in command.params for opt in param.opts}
     runs = [

@@ -87,39 +87,100 @@ def train_cmd(
     )
 
 
+EvalSet = Annotated[
+    str | None,
+    typer.Option(
+        "--eval-set",
+        help="zero-shot set: an image folder per class (root/<class>/*.jpg) or a CSV/JSONL of image,label",
+    ),
+]
+Classes = Annotated[
+    Path | None, typer.Option(help="class file: one class per line, 'label' or 'label<TAB>prompt name'")
+]
+RetrievalSet = Annotated[
+    str | None,
+    typer.Option(
+        "--retrieval-set",
+        help="image-text pairs to retrieve among: a CSV/JSONL manifest, shards-{000..009}.tar or a shard "
+        "list (default: the training data's held-out split)",
+    ),
+]
+
+
+def _is_repository(path: Path) -> bool:
+    from lit_bundle.repository import bundle_names
+
+    return bool(bundle_names(path))
+
+
 @app.command("evaluate")
 def evaluate_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint folder (step-0001200) or a run folder")],
+    model: Annotated[
+        Path,
+        typer.Argument(help="a checkpoint folder (step-0001200), a run folder, or a model repository"),
+    ],
+    eval_set: EvalSet = None,
+    classes: Classes = None,
+    retrieval_set: RetrievalSet = None,
     templates: Annotated[str | None, typer.Option(help="imagenet80, imagenet7, demo or a file")] = None,
-    out: Annotated[Path | None, typer.Option(help="report folder (default: <checkpoint>/report)")] = None,
+    name: Annotated[str | None, typer.Option(help="bundle name, for a model repository")] = None,
+    version: Annotated[int | None, typer.Option(help="bundle version (default: the active one)")] = None,
+    out: Annotated[Path | None, typer.Option(help="report folder (default: <model>/report)")] = None,
     size: Annotated[int | None, typer.Option(help="synthetic evaluation images")] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Zero-shot top-1/top-5 (held-out and seen combinations) and retrieval recall, with a report."""
-    from training.checkpoint import latest_checkpoint
-    from training.factory import load_trained
-    from training.sources import world_for
-    from training.templates import load_templates
-    from training.zero_shot import evaluate_synthetic, report
+    """Zero-shot top-1/top-5 and retrieval recall of a checkpoint or an exported bundle, with a report.
 
-    folder = latest_checkpoint(checkpoint) or checkpoint
+    On the user's data: a labelled set (--eval-set) and image-text pairs (--retrieval-set, else the
+    training data's held-out split). A checkpoint trained on the synthetic world without such sets is
+    scored on that world's held-out combinations. A bundle is scored through its ONNX files, as served."""
+    from lit_bundle.manifest import BundleError
+    from training.data.pairs import DataError
+    from training.templates import load_templates
+    from training.user_eval import EvaluationError, EvaluationSets, evaluate_sets
+    from training.zero_shot import report
+
+    named = eval_set or retrieval_set
     try:
-        model, cfg = load_trained(folder)
-    except (FileNotFoundError, ValueError) as exc:
+        if _is_repository(model):
+            from lit_bundle.repository import load_bundle
+            from training.encoders import BundleEncoders
+
+            bundle = load_bundle(model, name, version)
+            chosen = load_templates(templates) if templates else list(bundle.manifest.templates)
+            sets = EvaluationSets.for_config(None, chosen, eval_set, classes, retrieval_set)
+            encoders = BundleEncoders(bundle)
+            title = f"Zero-shot evaluation of {bundle.manifest.name} v{bundle.manifest.version}"
+            folder = out or model / "reports" / f"{bundle.manifest.name}-v{bundle.manifest.version}"
+        else:
+            from training.checkpoint import latest_checkpoint
+            from training.encoders import TorchEncoders
+            from training.factory import load_trained
+
+            checkpoint = latest_checkpoint(model) or model
+            trained, cfg = load_trained(checkpoint)
+            chosen = load_templates(templates or cfg.templates)
+            title = f"Zero-shot evaluation of {checkpoint}"
+            folder = out or checkpoint / "report"
+            if cfg.data.kind == "synthetic" and not (named or cfg.evaluation.zero_shot):
+                from training.sources import world_for
+                from training.zero_shot import evaluate_synthetic
+
+                world, count = world_for(cfg.data), size or cfg.data.synthetic.eval_size
+                evaluation = evaluate_synthetic(trained, world, count, chosen, progress=not quiet)
+                paths = report(evaluation, folder, title)
+                console.print(_metrics_table("zero-shot evaluation", evaluation.metrics))
+                console.print(f"report: {paths['markdown']}")
+                return
+            sets = EvaluationSets.for_config(cfg, chosen, eval_set, classes, retrieval_set)
+            encoders = TorchEncoders(trained)
+        evaluation = evaluate_sets(encoders, sets.require("evaluate"), progress=not quiet)
+    except (BundleError, DataError, EvaluationError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    if cfg.data.kind != "synthetic":
-        raise _fail(
-            "evaluate currently scores the synthetic world; this checkpoint was trained on other data"
-        )
-    evaluation = evaluate_synthetic(
-        model,
-        world_for(cfg.data),
-        size or cfg.data.synthetic.eval_size,
-        load_templates(templates or cfg.templates),
-        progress=not quiet,
-    )
-    paths = report(evaluation, out or folder / "report", f"Zero-shot evaluation of {folder}")
-    console.print(_metrics_table("zero-shot evaluation", evaluation.metrics))
+    paths = report(evaluation, folder, title)
+    console.print(_metrics_table("evaluation", evaluation.metrics))
+    for data in evaluation.data:
+        console.print(f"{data.kind}: {data.source} ({data.split}, {data.images} images, {data.texts} texts)")
     console.print(f"report: {paths['markdown']}")
 
 
@@ -180,19 +241,33 @@ def ablation_cmd(
 
 
 Repository = Annotated[Path, typer.Option("--repository", "-r", help="Triton model repository folder")]
+_REGENERATE = (
+    "Giving this or --tensorrt regenerates both config.pbtxt from default settings plus these; "
+    "without either, promotion keeps the existing configs' settings and changes only the served version."
+)
 InstanceKind = Annotated[
-    str, typer.Option(help="where Triton runs the encoders: gpu, or cpu for a host without one")
+    str | None,
+    typer.Option(help=f"where Triton runs the encoders: gpu, or cpu for a host without one. {_REGENERATE}"),
 ]
-TensorRT = Annotated[bool, typer.Option(help="Triton's TensorRT accelerator (fp16, engine cache)")]
+TensorRT = Annotated[
+    bool | None,
+    typer.Option(
+        help="Triton's TensorRT accelerator (fp16, engine cache). Giving --tensorrt or --no-tensorrt "
+        "regenerates both config.pbtxt (on gpu instances unless --instance-kind says otherwise)."
+    ),
+]
 
 
-def _triton_options(instance_kind: str, tensorrt: bool) -> TritonOptions:
+def _triton_options(instance_kind: str | None = None, tensorrt: bool | None = None) -> TritonOptions | None:
+    """Options to regenerate the Triton configs from, or None (neither given: keep the configs' settings)."""
     from pydantic import ValidationError
 
     from lit_bundle.triton import TritonOptions
 
+    if instance_kind is None and tensorrt is None:
+        return None
     try:
-        return TritonOptions(instance_kind=instance_kind, tensorrt=tensorrt)
+        return TritonOptions(instance_kind=instance_kind or "gpu", tensorrt=bool(tensorrt))
     except ValidationError as exc:
         raise _fail(f"bad Triton options: {exc.errors()[0]['msg']}") from None
 
@@ -208,20 +283,39 @@ def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="a checkpoint folder (step-0001200) or a run folder")],
     name: Annotated[str, typer.Option(help="bundle name (Triton models <name>_image, <name>_text)")] = "lit",
     repository: Repository = Path("model_repository"),
+    eval_set: EvalSet = None,
+    classes: Classes = None,
+    retrieval_set: RetrievalSet = None,
+    check_images: Annotated[
+        Path | None,
+        typer.Option(
+            help="a folder of images to check ONNX against torch on (default: the evaluation images)"
+        ),
+    ] = None,
     fp16: Fp16 = False,
     activate: Activate = None,
 ) -> None:
-    """Export a checkpoint to ONNX, verify it against torch, and publish it as the next version."""
+    """Export a checkpoint to ONNX, verify it against torch, and publish it as the next version.
+
+    The checkpoint is evaluated first (on --eval-set / --retrieval-set, the config's evaluation sets or
+    the training data's held-out split); the metrics and the data they came from go into the manifest."""
     from training.checkpoint import latest_checkpoint
+    from training.data.pairs import DataError
     from training.export import ExportError, export_bundle
     from training.export_checkpoint import request_from_checkpoint
 
     folder = latest_checkpoint(checkpoint) or checkpoint
     try:
-        manifest = export_bundle(
-            request_from_checkpoint(folder, name), repository, fp16=fp16, activate=activate
+        request = request_from_checkpoint(
+            folder,
+            name,
+            zero_shot=eval_set,
+            classes=classes,
+            retrieval=retrieval_set,
+            check_images=check_images,
         )
-    except (ExportError, FileNotFoundError, ValueError) as exc:
+        manifest = export_bundle(request, repository, fp16=fp16, activate=activate)
+    except (DataError, ExportError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
     console.print(f"exported {manifest.name} v{manifest.version} to {repository}")
     console.print(_metrics_table("manifest metrics", manifest.metrics))
@@ -252,10 +346,10 @@ def promote_cmd(
     name: Annotated[str, typer.Argument(help="bundle name")],
     version: Annotated[int, typer.Argument(help="version to serve")],
     repository: Repository = Path("model_repository"),
-    instance_kind: InstanceKind = "gpu",
-    tensorrt: TensorRT = False,
+    instance_kind: InstanceKind = None,
+    tensorrt: TensorRT = None,
 ) -> None:
-    """Make a verified version the active one for Triton and the gateway."""
+    """Make a verified version the active one for Triton and the gateway (keeping the configs' settings)."""
 
     from lit_bundle.manifest import BundleError
     from lit_bundle.repository import promote
@@ -317,11 +411,21 @@ def retrain_cmd(
     overrides: Overrides = None,
     repository: Repository = Path("model_repository"),
     name: Annotated[str, typer.Option(help="bundle to retrain (a dry run uses <name>_dryrun)")] = "lit_demo",
+    eval_set: EvalSet = None,
+    classes: Classes = None,
+    retrieval_set: RetrievalSet = None,
+    gate_metric: Annotated[
+        str | None,
+        typer.Option(
+            help="top1 (zero-shot, the default with --eval-set), top5, i2t_r1 (the default with only "
+            "--retrieval-set), t2i_r1, i2t_r5, t2i_r5; heldout_top1 on the synthetic world"
+        ),
+    ] = None,
     min_accuracy: Annotated[
-        float, typer.Option(min=0.0, help="fail below this held-out zero-shot top-1 (0-1)")
+        float, typer.Option(min=0.0, help="fail below this value of the gated metric (0-1)")
     ] = 0.8,
     max_regression: Annotated[
-        float, typer.Option(min=0.0, help="fail if the active version's held-out top-1 is higher by more")
+        float, typer.Option(min=0.0, help="fail if the active version's gated metric is higher by more")
     ] = 0.01,
     out: Annotated[
         Path | None,
@@ -331,15 +435,18 @@ def retrain_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="small run on a temporary copy of the repository")
     ] = False,
-    instance_kind: InstanceKind = "gpu",
-    tensorrt: TensorRT = False,
+    instance_kind: InstanceKind = None,
+    tensorrt: TensorRT = None,
     quiet: Quiet = False,
 ) -> None:
-    """Train, evaluate, gate, export and promote: the CI retraining chain (exit 1: gate failed)."""
+    """Train, evaluate, gate, export and promote: the CI retraining chain (exit 1: gate failed).
+
+    On your own data (data.kind manifest or webdataset) the gate scores the candidate and the active
+    version on the evaluation set you name (--eval-set or --retrieval-set)."""
 
     from training.data.pairs import DataError
     from training.export import ExportError
-    from training.retrain import retrain
+    from training.retrain import GateData, retrain
 
     triton = _triton_options(instance_kind, tensorrt)
     try:
@@ -347,6 +454,7 @@ def retrain_cmd(
             repository,
             name,
             config=config,
+            gate=GateData(eval_set, classes, retrieval_set, gate_metric),
             overrides=overrides or [],
             min_accuracy=min_accuracy,
             max_regression=max_regression,

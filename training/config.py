@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 LitMode = Literal["Lu", "LU", "Uu", "UU", "uu"]
 C = TypeVar("C", bound=BaseModel)
@@ -75,7 +75,10 @@ class DataConfig(Strict):
 
     kind: Literal["synthetic", "manifest", "webdataset"] = "synthetic"
     path: str | None = Field(
-        default=None, description="manifest file, or shard pattern like data-{000..009}.tar"
+        default=None,
+        description="manifest file; or WebDataset shards: a brace pattern like data-{000..099}.tar, several "
+        "joined by '::', or a .txt shard list (one shard or pattern per line, '#' comments, paths relative "
+        "to the list)",
     )
     image_root: Path | None = None
     image_key: str = "image"
@@ -83,7 +86,37 @@ class DataConfig(Strict):
     augment: bool = False
     on_error: Literal["raise", "skip"] = "raise"
     workers: int = 0
+    holdout: float | None = Field(
+        default=None,
+        ge=0.0,
+        lt=1.0,
+        description="fraction of images kept out of training (chosen by a hash of the image path, or of "
+        "the WebDataset sample key) for evaluation and export checks; default: 0.05 for manifest and "
+        "WebDataset data unless evaluation.retrieval names a separate set, else 0",
+    )
     synthetic: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
+
+
+DEFAULT_HOLDOUT = 0.05
+
+
+class EvaluationConfig(Strict):
+    """Evaluation sets on the user's data, used by ``evaluate``, ``export`` and ``retrain``.
+
+    ``zero_shot``: a labelled set, an image folder per class (``root/<class>/*.jpg``) or a CSV/JSONL of
+    image and label. ``retrieval``: held-out image-text pairs, a manifest or WebDataset shards (without
+    it, the training data's held-out split is used).
+    """
+
+    zero_shot: str | None = None
+    classes: Path | None = Field(
+        default=None,
+        description="class file: one class per line, 'label' or 'label<TAB>name used in prompts'",
+    )
+    image_key: str = "image"
+    label_key: str = "label"
+    retrieval: str | None = None
+    max_images: int = Field(default=0, ge=0, description="evaluate at most this many images per set (0: all)")
 
 
 class OptimConfig(Strict):
@@ -111,6 +144,15 @@ class TrainConfig(Strict):
     loss: LossConfig = Field(default_factory=LossConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @model_validator(mode="after")
+    def _resolve_holdout(self) -> TrainConfig:
+        """Fix ``data.holdout`` to a number, so the saved config names the split that was trained on."""
+        if self.data.holdout is None:
+            separate = self.evaluation.retrieval is not None
+            self.data.holdout = 0.0 if self.data.kind == "synthetic" or separate else DEFAULT_HOLDOUT
+        return self
 
     @field_validator("batch_size")
     @classmethod

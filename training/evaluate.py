@@ -92,37 +92,64 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
     return {f"top{k}": (ranks < min(k, num_classes)).float().mean().item() for k in ks}
 
 
-def _retrieval_ranks(queries: torch.Tensor, keys: torch.Tensor, chunk: int) -> torch.Tensor:
+def _retrieval_ranks(
+    queries: torch.Tensor, keys: torch.Tensor, positive: Callable[[int, int], torch.Tensor], chunk: int
+) -> torch.Tensor:
+    """0-based rank of each query's best positive key; ties and NaNs count against it.
+
+    ``positive(start, stop)`` is the (stop - start, K) boolean mask of the right keys of those queries."""
     ranks = []
     for start in range(0, queries.shape[0], chunk):
-        sims = queries[start : start + chunk] @ keys.T
-        targets = torch.arange(start, start + sims.shape[0], device=sims.device)
-        ranks.append(_true_ranks(sims, targets))
+        sims = torch.nan_to_num(queries[start : start + chunk] @ keys.T, nan=-math.inf)
+        mask = positive(start, start + sims.shape[0])
+        best = sims.masked_fill(~mask, -math.inf).max(dim=1, keepdim=True).values
+        ranks.append(((sims >= best) & ~mask).sum(dim=1))
     return torch.cat(ranks)
 
 
 @torch.no_grad()
 def retrieval_recall(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, ks: Sequence[int] = (1, 5, 10), chunk: int = 4096
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    ks: Sequence[int] = (1, 5, 10),
+    chunk: int = 4096,
+    text_image: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Recall@k for image->text and text->image retrieval, pairs aligned by index (image i <-> text i).
+    """Recall@k for image->text and text->image retrieval.
 
-    Keys are ``i2t_r{k}`` and ``t2i_r{k}``; k is clamped to N. Similarities are computed ``chunk`` rows
-    at a time, so N x N never has to fit in memory at once.
+    Text ``j`` describes image ``text_image[j]`` (default: image ``j``, pairs aligned by index). An image
+    may have several texts (COCO-style): image->text counts a hit when *any* of its texts ranks within k,
+    text->image when its one image does. Every image needs at least one text. Keys are ``i2t_r{k}`` and
+    ``t2i_r{k}``; k is clamped to the number of candidates. Similarities are computed ``chunk`` rows at
+    a time, so the full matrix never has to fit in memory at once.
     """
-    if image_emb.ndim != 2 or image_emb.shape != text_emb.shape or image_emb.shape[0] == 0:
-        shapes = f"{tuple(image_emb.shape)} and {tuple(text_emb.shape)}"
+    shapes = f"{tuple(image_emb.shape)} and {tuple(text_emb.shape)}"
+    if image_emb.ndim != 2 or text_emb.ndim != 2 or image_emb.shape[1] != text_emb.shape[1]:
+        raise ValueError(f"need (N, D) and (T, D) embeddings of one width, got {shapes}")
+    n, t = image_emb.shape[0], text_emb.shape[0]
+    owner = torch.arange(t) if text_image is None else torch.as_tensor(text_image).long().view(-1)
+    if n == 0 or owner.numel() != t or (text_image is None and n != t):
         raise ValueError(f"need equal, non-empty (N, D) embeddings, got {shapes}")
+    if owner.min() < 0 or owner.max() >= n or torch.unique(owner).numel() != n:
+        raise ValueError(f"text_image must map the {t} texts onto all {n} images, each image at least once")
     image = F.normalize(image_emb.float(), dim=-1)
     text = F.normalize(text_emb.float().to(image.device), dim=-1)
-    n = image.shape[0]
+    owner = owner.to(image.device)
+    images = torch.arange(n, device=image.device)
+
+    def texts_of(start: int, stop: int) -> torch.Tensor:
+        return images[start:stop, None] == owner[None, :]
+
+    def image_of(start: int, stop: int) -> torch.Tensor:
+        return owner[start:stop, None] == images[None, :]
+
     out: dict[str, float] = {}
-    for prefix, ranks in (
-        ("i2t", _retrieval_ranks(image, text, chunk)),
-        ("t2i", _retrieval_ranks(text, image, chunk)),
+    for prefix, ranks, candidates in (
+        ("i2t", _retrieval_ranks(image, text, texts_of, chunk), t),
+        ("t2i", _retrieval_ranks(text, image, image_of, chunk), n),
     ):
         for k in ks:
-            out[f"{prefix}_r{k}"] = (ranks < min(k, n)).float().mean().item()
+            out[f"{prefix}_r{k}"] = (ranks < min(k, candidates)).float().mean().item()
     return out
 
 
@@ -137,6 +164,26 @@ def confusion_matrix(labels: Any, predictions: Any, num_classes: int) -> np.ndar
             raise ValueError(f"{name} must lie in [0, {num_classes})")
     counts = np.bincount(true * num_classes + pred, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
+
+
+def most_confused(confusion: np.ndarray, names: Sequence[str], limit: int = 10) -> list[dict[str, Any]]:
+    """The ``limit`` largest off-diagonal cells: which true class was taken for which, how often."""
+    confusion = np.asarray(confusion)
+    rows = confusion.sum(axis=1)
+    off = confusion.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:limit]
+    cells = [np.unravel_index(i, off.shape) for i in order]
+    return [
+        {
+            "true": names[t],
+            "predicted": names[p],
+            "count": int(off[t, p]),
+            "fraction": float(off[t, p] / rows[t]),
+        }
+        for t, p in cells
+        if off[t, p] > 0
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -251,8 +298,12 @@ def write_report(
     confusion: np.ndarray | None = None,
     history: Sequence[dict] | None = None,
     highlight_classes: Sequence[int] | None = None,
+    data: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Path]:
     """Write ``report.json``, ``report.md`` and, when data is given, ``loss.png`` and ``confusion.png``.
+
+    ``data`` describes the evaluation sets the metrics came from (one table row each); with a confusion
+    matrix the report also lists the most frequent confusions.
 
     Every file is written atomically. Returns the written paths under the keys ``json``, ``markdown``,
     ``loss`` and ``confusion`` (the last two only when drawn).
@@ -283,6 +334,9 @@ def write_report(
             name: (float(confusion[i, i] / rows[i]) if rows[i] else None) for i, name in enumerate(names)
         }
         report["confusion"] = confusion
+        report["most_confused"] = most_confused(confusion, names)
+    if data:
+        report["data"] = list(data)
     if class_names is not None:
         report["class_names"] = list(class_names)
     if highlight:
@@ -300,6 +354,23 @@ def write_report(
             for i in highlight
         ]
         lines += ["", "Highlighted classes: " + ", ".join(named)]
+    if data:
+        lines += [
+            "",
+            "## Evaluation data",
+            "",
+            "| kind | source | split | images | texts | sha256 of the list |",
+        ]
+        lines += ["| --- | --- | --- | --- | --- | --- |"]
+        for d in data:
+            cells = [d["kind"], d["source"], d["split"], d["images"], d["texts"], str(d["sha256"])[:16]]
+            lines.append("| " + " | ".join(_format_metric(c) for c in cells) + " |")
+    if report.get("most_confused"):
+        lines += ["", "## Most confused", "", "| true | predicted | images | of the true class |"]
+        lines += ["| --- | --- | --- | --- |"]
+        for c in report["most_confused"]:
+            cells = [c["true"], c["predicted"], c["count"], f"{100 * c['fraction']:.1f}%"]
+            lines.append("| " + " | ".join(_format_metric(x) for x in cells) + " |")
     for key, caption in (("loss", "Training curves"), ("confusion", "Confusion matrix")):
         if key in written:
             lines += ["", f"## {caption}", "", f"![{caption}]({written[key].name})"]

@@ -29,6 +29,7 @@ from lit_bundle import PreprocessSpec, atomic
 from lit_bundle.manifest import (
     MANIFEST_FILE,
     EncoderSpec,
+    EvaluationData,
     Manifest,
     TensorSpec,
     TextSpec,
@@ -87,6 +88,7 @@ class ExportRequest:
     check_texts: list[str]
     templates: tuple[str, ...] = ("a photo of a {}.",)
     metrics: dict[str, float] = field(default_factory=dict)
+    evaluation: tuple[EvaluationData, ...] = ()
     provenance: dict[str, str] = field(default_factory=dict)
 
 
@@ -263,9 +265,9 @@ def export_bundle(
     """Export, verify and publish ``request`` as the next version of bundle ``request.name``.
 
     ``activate`` (default: only when no version is active yet) promotes the new version at once.
+    ``triton`` regenerates the Triton configs from these settings; None keeps existing configs' settings.
     """
     repository = Path(repository)
-    triton = triton or TritonOptions()
     name = request.name
     image_root, text_root = repository / f"{name}_image", repository / f"{name}_text"
     for root in (image_root, text_root):  # versions staged by exports that were killed
@@ -307,7 +309,7 @@ def export_bundle(
     if activate or (activate is None and active_version(repository, name) is None):
         promote(repository, name, manifest.version, triton)
     else:  # keep serving the active version, but make sure configs exist and are current
-        for model, text in bundle_configs(manifest, [manifest.version], triton).items():
+        for model, text in bundle_configs(manifest, [manifest.version], triton or TritonOptions()).items():
             config = repository / model / CONFIG_FILE
             if not config.exists():
                 write_config(config, text)
@@ -356,6 +358,7 @@ def _publish(
             text=TextSpec(tokenizer=f"{request.name}_text/{version}/tokenizer.json", context_length=length),
             templates=request.templates,
             metrics={**request.metrics, **check},
+            evaluation=request.evaluation,
             provenance={
                 "git_commit": git_commit(),
                 "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from lit_bundle.manifest import EvaluationData
+from training.config import TrainConfig
 from training.data.synthetic import SyntheticPairs
+from training.encoders import TorchEncoders
 from training.export import ExportRequest
 from training.factory import load_trained
 from training.losses import MAX_LOG_SCALE
 from training.model import LiTModel
 from training.sources import world_for
 from training.templates import load_templates
-from training.zero_shot import evaluate_synthetic
+from training.user_eval import CheckInputs, EvaluationSets, check_inputs, evaluate_sets, images_in
+from training.zero_shot import Evaluation, evaluate_synthetic
 
 
 class LiTImageEncoder(nn.Module):
@@ -43,21 +48,76 @@ def logit_scale_and_bias(model: LiTModel) -> tuple[float, float | None]:
     return float(log_scale.exp()), float(model.loss.bias.detach())
 
 
-def request_from_checkpoint(checkpoint: Path, name: str, progress: bool = True) -> ExportRequest:
-    """Everything ``export_bundle`` needs; synthetic-trained models are evaluated and checked on the
-    synthetic evaluation set (their metrics go into the manifest)."""
+def _synthetic_checks(
+    model: LiTModel, cfg: TrainConfig, templates: list[str], progress: bool
+) -> tuple[Evaluation, CheckInputs]:
+    """The synthetic evaluation split: metrics, and its images and class prompts as check inputs."""
+    world = world_for(cfg.data)
+    size = cfg.data.synthetic.eval_size
+    evaluation = evaluate_synthetic(model, world, size, templates, progress=progress)
+    evaluation.data.append(
+        EvaluationData(
+            kind="synthetic",
+            source=f"synthetic world seed={world.seed} image_size={world.image_size}",
+            split="heldout",
+            images=size,
+            texts=len(world.class_names),
+            sha256=hashlib.sha256(
+                f"synthetic-v1\n{world.seed}\n{world.image_size}\n{size}".encode()
+            ).hexdigest(),
+            metrics=tuple(evaluation.metrics),
+        )
+    )
+    eval_set = SyntheticPairs(world, "eval", size)
+    inputs = CheckInputs(
+        images=[eval_set[i][0] for i in range(len(eval_set))],
+        texts=[templates[0].replace("{}", c) for c in world.class_names],
+        sources=["synthetic evaluation split"],
+    )
+    return evaluation, inputs
+
+
+def training_data(cfg: TrainConfig) -> str:
+    """One line naming the data a checkpoint was trained on (for the manifest's provenance)."""
+    data = cfg.data
+    if data.kind == "synthetic":
+        return f"synthetic world seed={data.synthetic.seed} pairs={data.synthetic.train_size}"
+    return f"{data.kind} {data.path} (held-out fraction {data.holdout})"
+
+
+def request_from_checkpoint(
+    checkpoint: Path,
+    name: str,
+    progress: bool = True,
+    zero_shot: str | Path | None = None,
+    classes: Path | None = None,
+    retrieval: str | None = None,
+    check_images: Path | None = None,
+) -> ExportRequest:
+    """Everything ``export_bundle`` needs, from a checkpoint trained on any data.
+
+    The model is evaluated on the sets named here or in its config (on the user's data: a zero-shot set,
+    a retrieval set, else the training data's held-out split; for the synthetic world, its evaluation
+    split); the metrics and the data they came from go into the manifest. The ONNX parity check runs on
+    ``check_images`` if given, else on images of those sets. Raises ``EvaluationError`` (saying what to
+    pass) when there is nothing to check with.
+    """
     model, cfg = load_trained(checkpoint)
     model.eval()
     templates = load_templates(cfg.templates)
     scale, bias = logit_scale_and_bias(model)
-    if cfg.data.kind != "synthetic":
-        raise ValueError(
-            "export needs check images: only synthetic-trained checkpoints are supported by `export` so far"
-        )
-    world = world_for(cfg.data)
-    evaluation = evaluate_synthetic(model, world, cfg.data.synthetic.eval_size, templates, progress=progress)
-    metrics = {k: float(v) for k, v in evaluation.metrics.items()}
-    eval_set = SyntheticPairs(world, "eval", cfg.data.synthetic.eval_size)
+    if cfg.data.kind == "synthetic" and not (zero_shot or retrieval or cfg.evaluation.zero_shot):
+        evaluation, inputs = _synthetic_checks(model, cfg, templates, progress)
+        if check_images is not None:
+            inputs = CheckInputs(
+                images_in(check_images, 64), inputs.texts, [f"--check-images {check_images}"]
+            )
+    else:
+        sets = EvaluationSets.for_config(cfg, templates, zero_shot, classes, retrieval)
+        inputs = check_inputs(sets, check_images)
+        evaluation = Evaluation({}, None, [], [])
+        if sets.zero_shot is not None or sets.retrieval is not None:
+            evaluation = evaluate_sets(TorchEncoders(model), sets, progress=progress)
     return ExportRequest(
         name=name,
         image_encoder=LiTImageEncoder(model).eval(),
@@ -68,13 +128,15 @@ def request_from_checkpoint(checkpoint: Path, name: str, progress: bool = True) 
         loss=cfg.loss.kind,
         logit_scale=scale,
         logit_bias=bias,
-        check_images=[eval_set[i][0] for i in range(len(eval_set))],
-        check_texts=[templates[0].replace("{}", c) for c in world.class_names],
+        check_images=inputs.images,
+        check_texts=inputs.texts,
         templates=tuple(templates),
-        metrics=metrics,
+        metrics={k: float(v) for k, v in evaluation.metrics.items()},
+        evaluation=tuple(evaluation.data),
         provenance={
             "checkpoint": str(Path(checkpoint).resolve()),
-            "data": f"synthetic world seed={cfg.data.synthetic.seed} pairs={cfg.data.synthetic.train_size}",
+            "data": training_data(cfg),
+            "check_images": "; ".join(inputs.sources),
             "mode": cfg.model.mode,
             "config": cfg.model_dump_json(),
         },

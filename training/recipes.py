@@ -11,11 +11,14 @@ from pathlib import Path
 
 from lit_bundle.atomic import write_atomic
 from training.config import LitMode, PretrainConfig, TrainConfig, load_config
+from training.encoders import TorchEncoders
 from training.factory import load_trained
+from training.model import LiTModel
 from training.pretrain import pretrain_tower
 from training.sources import world_for
 from training.templates import load_templates
 from training.train import train
+from training.user_eval import EvaluationSets, evaluate_sets
 from training.zero_shot import Evaluation, evaluate_synthetic, report
 
 
@@ -45,13 +48,26 @@ class RunSummary:
     checkpoint: Path
 
 
+def evaluate_trained(model: LiTModel, cfg: TrainConfig, progress: bool = True) -> Evaluation:
+    """The evaluation a training run ends with: the synthetic world's held-out split, or on the user's
+    data the config's evaluation sets (else the held-out split; nothing when there is none)."""
+    templates = load_templates(cfg.templates)
+    if cfg.data.kind == "synthetic" and not cfg.evaluation.zero_shot:
+        return evaluate_synthetic(
+            model, world_for(cfg.data), cfg.data.synthetic.eval_size, templates, progress
+        )
+    sets = EvaluationSets.for_config(cfg, templates)
+    if sets.zero_shot is None and sets.retrieval is None:
+        return Evaluation({}, None, [], [])
+    return evaluate_sets(TorchEncoders(model), sets, progress=progress)
+
+
 def tune_and_evaluate(cfg: TrainConfig, progress: bool = True, title: str = "LiT") -> RunSummary:
     began = time.perf_counter()
-    result = train(cfg, progress=progress, evaluator=synthetic_evaluator(cfg) if cfg.eval_every else None)
+    evaluator = synthetic_evaluator(cfg) if cfg.eval_every and cfg.data.kind == "synthetic" else None
+    result = train(cfg, progress=progress, evaluator=evaluator)
     model, _ = load_trained(result.checkpoint)  # evaluate exactly what was saved
-    evaluation = evaluate_synthetic(
-        model, world_for(cfg.data), cfg.data.synthetic.eval_size, load_templates(cfg.templates), progress
-    )
+    evaluation = evaluate_trained(model, cfg, progress)
     total = time.perf_counter() - began
     evaluation.metrics.update(
         {"train_seconds": round(result.train_seconds, 1), "total_seconds": round(total, 1)}

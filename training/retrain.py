@@ -1,14 +1,16 @@
 """The retraining chain for CI: train, export a candidate, gate it, publish and promote it, report.
 
-1. **Train**: LiT tuning with :func:`training.recipes.tune_and_evaluate` (a built-in image tower whose
-   weights file is missing is pretrained first with the demo tower recipe, at the config's sizes).
+1. **Train**: LiT tuning with :func:`training.recipes.tune_and_evaluate` on the config's data (for the
+   synthetic world, a built-in image tower whose weights file is missing is pretrained first with the
+   demo tower recipe, at the config's sizes).
 2. **Candidate**: :func:`training.export.export_bundle` into ``<out>/candidate``, a model repository of
    its own, so the ONNX graphs are verified against torch before anything is scored.
 3. **Gate**: the candidate's ONNX bundle *and* the target repository's active version of the same
-   bundle are scored by the same code on the same held-out images (the config's synthetic evaluation
-   split), each with the prompt templates it serves with. The gate metric is zero-shot top-1 on the
-   held-out combinations, never seen in a caption. It fails when that is below ``min_accuracy`` or
-   more than ``max_regression`` below the active version's.
+   bundle are scored by the same code on the same images, each with the prompt templates it serves
+   with: on the user's data, the evaluation set the operator names (:class:`GateData`: zero-shot top-1
+   over their classes, or a retrieval recall); on the synthetic world, its evaluation split, gated on
+   zero-shot top-1 over the held-out combinations never seen in a caption. It fails when the gated
+   metric is below ``min_accuracy`` or more than ``max_regression`` below the active version's.
 4. **Publish and promote** (only when the gate passed): the same request is exported into the target
    repository and promoted (publish and promote are atomic); export is deterministic, and the report
    records that the published files have the gated candidate's sha256. A failed gate writes nothing
@@ -27,27 +29,29 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from PIL import Image
-from tokenizers import Tokenizer
 
 from lit_bundle.atomic import write_atomic
 from lit_bundle.repository import Bundle, active_version, load_bundle
 from lit_bundle.triton import TritonOptions
 from training.config import TrainConfig, load_config
 from training.data.synthetic import SyntheticPairs
+from training.encoders import BundleEncoders
 from training.evaluate import build_classifier, topk_accuracy, zero_shot_scores
-from training.export import export_bundle, image_batch, token_batch
+from training.export import export_bundle
 from training.export_checkpoint import request_from_checkpoint
 from training.model import image_pretrained
 from training.recipes import builtin_config, pretrained_demo_tower, split_overrides, tune_and_evaluate
 from training.sources import world_for
+from training.templates import load_templates
+from training.user_eval import EvaluationSets, evaluate_sets
 
 GATE_METRIC = "heldout_top1"
 DEFAULT_CONFIG = builtin_config("demo.yaml")
@@ -78,15 +82,15 @@ def gate_checks(
     max_regression: float,
     previous: float | None = None,
     previous_version: int | None = None,
+    metric: str = GATE_METRIC,
 ) -> list[Check]:
-    """The gate on ``GATE_METRIC``: a floor, and no regression beyond ``max_regression`` vs the active."""
+    """The gate on ``metric``: a floor, and no regression beyond ``max_regression`` vs the active."""
     floor_ok = bool(candidate >= min_accuracy)  # False for NaN
     checks = [
         Check(
             "min_accuracy",
             floor_ok,
-            f"{GATE_METRIC} {candidate:.4f} {'>=' if floor_ok else 'is below the'} "
-            f"minimum {min_accuracy:.4f}",
+            f"{metric} {candidate:.4f} {'>=' if floor_ok else 'is below the'} minimum {min_accuracy:.4f}",
         )
     ]
     if previous is None:
@@ -99,59 +103,97 @@ def gate_checks(
         Check(
             "regression",
             ok,
-            f"{GATE_METRIC} {candidate:.4f} vs {previous:.4f} of the active v{previous_version} on the same "
+            f"{metric} {candidate:.4f} vs {previous:.4f} of the active v{previous_version} on the same "
             f"images: {change}, {'within' if ok else 'more than'} the allowed {max_regression:.4f}",
         )
     )
     return checks
 
 
+class GateSet(Protocol):
+    """The images both models are scored on, the same for both, and the metric that decides."""
+
+    metric: str
+    description: dict[str, Any]
+
+    def score(self, bundle: Bundle) -> dict[str, float]: ...
+
+
 @dataclass(frozen=True)
-class GateSet:
-    """The held-out images both models are scored on: the config's synthetic evaluation split."""
+class SyntheticGateSet:
+    """The config's synthetic evaluation split; gated on top-1 over the held-out combinations."""
 
     images: list[Image.Image]
     labels: np.ndarray
     heldout: np.ndarray
     class_names: list[str]
-    description: dict[str, int | str]
+    description: dict[str, Any]
+    metric: str = GATE_METRIC
+
+    @classmethod
+    def for_config(cls, cfg: TrainConfig) -> SyntheticGateSet:
+        world = world_for(cfg.data)
+        data = SyntheticPairs(world, "eval", cfg.data.synthetic.eval_size)
+        heldout = np.isin(data.labels, world.heldout_classes)
+        summary = (
+            f"{len(data)} images of the synthetic evaluation split, world seed {world.seed}, "
+            f"{world.image_size} px; {int(heldout.sum())} of held-out classes"
+        )
+        description: dict[str, Any] = {"data": "synthetic evaluation split", "summary": summary}
+        images = [data[i][0] for i in range(len(data))]
+        return cls(images, data.labels, heldout, world.class_names, description)
+
+    def score(self, bundle: Bundle, batch_size: int = 256) -> dict[str, float]:
+        """Zero-shot top-1 (all, held-out and seen classes) of a bundle's ONNX encoders, as served."""
+        encoders = BundleEncoders(bundle)
+        chunks = [self.images[start : start + batch_size] for start in range(0, len(self.images), batch_size)]
+        image_emb = torch.cat([encoders.encode_images(chunk) for chunk in chunks])
+        classifier = build_classifier(
+            encoders.encode_texts, self.class_names, bundle.manifest.templates, progress=False
+        )
+        scores = zero_shot_scores(image_emb, classifier)
+        labels, heldout = torch.from_numpy(self.labels), torch.from_numpy(self.heldout)
+        subsets = (("", torch.ones_like(heldout)), ("heldout_", heldout), ("seen_", ~heldout))
+        return {f"{p}top1": topk_accuracy(scores[m], labels[m], ks=(1,))["top1"] for p, m in subsets}
 
 
-def gate_set(cfg: TrainConfig) -> GateSet:
-    world = world_for(cfg.data)
-    data = SyntheticPairs(world, "eval", cfg.data.synthetic.eval_size)
-    heldout = np.isin(data.labels, world.heldout_classes)
-    description: dict[str, int | str] = {
-        "data": "synthetic evaluation split",
-        "world_seed": world.seed,
-        "image_size": world.image_size,
-        "images": len(data),
-        "heldout_images": int(heldout.sum()),
-    }
-    images = [data[i][0] for i in range(len(data))]
-    return GateSet(images, data.labels, heldout, world.class_names, description)
+GATE_METRICS = ("top1", "top5", "i2t_r1", "t2i_r1", "i2t_r5", "t2i_r5")
 
 
-def score_bundle(bundle: Bundle, data: GateSet, batch_size: int = 256) -> dict[str, float]:
-    """Zero-shot top-1 (all, held-out and seen classes) of a bundle's ONNX encoders, as served."""
-    manifest = bundle.manifest
-    providers = ["CPUExecutionProvider"]
-    image_session = ort.InferenceSession(str(bundle.image_model), providers=providers)
-    text_session = ort.InferenceSession(str(bundle.text_model), providers=providers)
-    tokenizer = Tokenizer.from_file(str(bundle.tokenizer))
-    pixels = image_batch(data.images, manifest.preprocess)
-    pixel_input = manifest.image_encoder.inputs[0].name
-    chunks = [pixels[start : start + batch_size] for start in range(0, len(pixels), batch_size)]
-    image_emb = np.concatenate([image_session.run(None, {pixel_input: chunk})[0] for chunk in chunks])
+@dataclass
+class DataGateSet:
+    """The operator's evaluation data: zero-shot top-1 over their classes, or a retrieval recall."""
 
-    def encode_text(texts: list[str]) -> torch.Tensor:
-        return torch.from_numpy(text_session.run(None, token_batch(tokenizer, texts))[0])
+    sets: EvaluationSets
+    metric: str
+    description: dict[str, Any] = field(default_factory=dict)
 
-    classifier = build_classifier(encode_text, data.class_names, manifest.templates, progress=False)
-    scores = zero_shot_scores(torch.from_numpy(image_emb), classifier)
-    labels, heldout = torch.from_numpy(data.labels), torch.from_numpy(data.heldout)
-    subsets = (("", torch.ones_like(heldout)), ("heldout_", heldout), ("seen_", ~heldout))
-    return {f"{p}top1": topk_accuracy(scores[m], labels[m], ks=(1,))["top1"] for p, m in subsets}
+    @classmethod
+    def for_sets(cls, sets: EvaluationSets, metric: str | None) -> DataGateSet:
+        metric = metric or ("top1" if sets.zero_shot is not None else "i2t_r1")
+        needs = "zero_shot" if metric.startswith("top") else "retrieval"
+        if metric not in GATE_METRICS:
+            raise RetrainError(f"unknown gate metric {metric!r}: choose one of {', '.join(GATE_METRICS)}")
+        if getattr(sets, needs) is None:
+            given = (
+                "--eval-set DIR (an image folder per class)" if needs == "zero_shot" else "--retrieval-set"
+            )
+            raise RetrainError(f"gate metric {metric} needs {needs.replace('_', '-')} data: pass {given}")
+        parts = []
+        if sets.zero_shot is not None:
+            z = sets.zero_shot
+            parts.append(f"zero-shot set {z.source} ({len(z)} images, {len(z.class_names)} classes)")
+        if sets.retrieval is not None:
+            parts.append(f"retrieval set {sets.retrieval.describe()}")
+        return cls(sets, metric, {"data": "; ".join(parts), "summary": "; ".join(parts)})
+
+    def score(self, bundle: Bundle) -> dict[str, float]:
+        """Every metric of the sets, through the bundle's ONNX encoders with its own templates."""
+        sets = replace(self.sets, templates=tuple(bundle.manifest.templates))
+        evaluation = evaluate_sets(BundleEncoders(bundle), sets, progress=False)
+        keys = [key for data in evaluation.data for key in data.metrics]
+        self.description["evaluation_data"] = [d.model_dump() for d in evaluation.data]
+        return {key: float(evaluation.metrics[key]) for key in keys}
 
 
 # ----------------------------------------------------------------------------------------------- chain
@@ -166,7 +208,8 @@ class RetrainResult:
     checks: list[Check]
     min_accuracy: float
     max_regression: float
-    gate_set: dict[str, int | str]
+    gate_metric: str
+    gate_set: dict[str, Any]
     candidate: dict[str, float]
     training_metrics: dict[str, float]
     previous_version: int | None
@@ -200,14 +243,17 @@ def training_config(
     pretrain_overrides, overrides = split_overrides(overrides)
     forced = [f"out_dir={out / 'lit'}"]
     cfg = load_config(TrainConfig, config, [*overrides, *forced])
-    if cfg.data.kind != "synthetic":
-        raise RetrainError(
-            f"retrain scores and exports synthetic-world models only so far (data.kind={cfg.data.kind}): "
-            "export needs the synthetic evaluation split as check images"
-        )
     image = cfg.model.image
     weights = Path(image.weights) if image.weights is not None else None
-    if image.kind == "builtin" and image_pretrained(cfg.model.mode) and not (weights and weights.is_file()):
+    missing = (
+        image.kind == "builtin" and image_pretrained(cfg.model.mode) and not (weights and weights.is_file())
+    )
+    if missing and cfg.data.kind != "synthetic":
+        raise RetrainError(
+            f"the built-in image tower's weights {weights} do not exist: on your own data, give "
+            "model.image.weights a pretrained tower file, or use a timm or hf tower (model.image.kind)"
+        )
+    if missing:
         tower = out / "tower.safetensors"
         sizes = [
             f"image.image_size={image.image_size}",
@@ -239,11 +285,41 @@ def _file_hashes(bundle: Bundle) -> list[str]:
     return [m.files[m.image_encoder.file], m.files[m.text_encoder.file], m.files[m.text.tokenizer]]
 
 
+@dataclass(frozen=True)
+class GateData:
+    """The evaluation data the operator names for the gate (none: the synthetic world's, for synthetic
+    configs). ``metric`` defaults to zero-shot top-1 with a labelled set, else image->text R@1."""
+
+    eval_set: str | None = None
+    classes: Path | None = None
+    retrieval_set: str | None = None
+    metric: str | None = None
+
+    def gate_set(self, cfg: TrainConfig) -> GateSet:
+        named = self.eval_set or self.retrieval_set or cfg.evaluation.zero_shot or cfg.evaluation.retrieval
+        if cfg.data.kind == "synthetic" and not named:
+            if self.metric not in (None, GATE_METRIC):
+                raise RetrainError(f"on the synthetic world the gate metric is {GATE_METRIC}")
+            return SyntheticGateSet.for_config(cfg)
+        if not named:
+            raise RetrainError(
+                "retraining on your own data gates on an evaluation set you name: pass --eval-set DIR "
+                "(an image folder per class, or a CSV/JSONL of image,label) or --retrieval-set "
+                "MANIFEST|SHARDS, or set evaluation.zero_shot / evaluation.retrieval in the config"
+            )
+        templates = load_templates(cfg.templates)
+        sets = EvaluationSets.for_config(cfg, templates, self.eval_set, self.classes, self.retrieval_set)
+        if not self.retrieval_set and not cfg.evaluation.retrieval:
+            sets = replace(sets, retrieval=None)  # a held-out split is the candidate's own: not a fair gate
+        return DataGateSet.for_sets(sets, self.metric)
+
+
 def retrain(
     repository: Path,
     name: str,
     *,
     config: Path | None = None,
+    gate: GateData | None = None,
     overrides: Sequence[str] = (),
     min_accuracy: float = 0.8,
     max_regression: float = 0.01,
@@ -256,8 +332,9 @@ def retrain(
     """Run the chain; the result says whether the gate passed (the caller turns that into an exit code).
 
     A dry run works on a temporary copy of ``repository`` (in ``<out>/repository``), for the bundle
-    ``<name>_dryrun``, with the small built-in config unless ``config`` is given. ``triton`` is what
-    the promotion writes into both ``config.pbtxt`` (as for ``lit-train promote``).
+    ``<name>_dryrun``, with the small built-in config unless ``config`` is given. ``triton`` regenerates
+    both ``config.pbtxt`` from these settings on promotion; None keeps their operator settings (as for
+    ``lit-train promote``).
     """
     began = time.perf_counter()
     timings: dict[str, float] = {}
@@ -275,28 +352,37 @@ def retrain(
         overrides = [*DRY_RUN_PRETRAIN, f"cache_dir={out / 'cache'}", *overrides]
     config = Path(config or DEFAULT_CONFIG)
 
+    gate = gate or GateData()
     cfg = training_config(config, overrides, out, progress, timings)
+    data = gate.gate_set(cfg)  # before training: a wrong gate option fails at once
     with _timed(timings, "train"):
         summary = tune_and_evaluate(cfg, progress=progress, title=f"Retraining {name}")
     with _timed(timings, "export_candidate"):
-        request = request_from_checkpoint(summary.checkpoint, name, progress=progress)
+        request = request_from_checkpoint(
+            summary.checkpoint,
+            name,
+            progress=progress,
+            zero_shot=gate.eval_set,
+            classes=gate.classes,
+            retrieval=gate.retrieval_set,
+        )
         candidate_repo = out / "candidate"
         candidate_version = export_bundle(request, candidate_repo, activate=True).version
         candidate = load_bundle(candidate_repo, name, candidate_version)
 
     with _timed(timings, "gate"):
-        data = gate_set(cfg)
-        candidate_scores = score_bundle(candidate, data)
+        candidate_scores = data.score(candidate)
         previous_version = active_version(repository, name)
         previous_scores = None
         if previous_version is not None:
-            previous_scores = score_bundle(load_bundle(repository, name, previous_version), data)
+            previous_scores = data.score(load_bundle(repository, name, previous_version))
         checks = gate_checks(
-            candidate_scores[GATE_METRIC],
+            candidate_scores[data.metric],
             min_accuracy,
             max_regression,
-            previous_scores[GATE_METRIC] if previous_scores else None,
+            previous_scores[data.metric] if previous_scores else None,
             previous_version,
+            data.metric,
         )
     passed = all(c.passed for c in checks)
 
@@ -316,6 +402,7 @@ def retrain(
         checks=checks,
         min_accuracy=min_accuracy,
         max_regression=max_regression,
+        gate_metric=data.metric,
         gate_set=data.description,
         candidate=candidate_scores,
         training_metrics={k: float(v) for k, v in summary.evaluation.metrics.items()},
@@ -362,14 +449,15 @@ def report_markdown(result: RetrainResult) -> str:
         "|---|---|---|",
     ]
     lines += [f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.detail} |" for c in r.checks]
-    g = r.gate_set
     previous = f"active v{r.previous_version}" if r.previous_version is not None else "active (none)"
     lines += [
         "",
-        f"## Zero-shot top-1 on the gate set ({g['images']} images of the {g['data']}, world seed "
-        f"{g['world_seed']}, {g['image_size']} px; {g['heldout_images']} of held-out classes)",
+        f"## Scores on the gate set (gated: {r.gate_metric})",
         "",
-        "Both models are scored through their ONNX encoders, each with the templates it serves with.",
+        f"Gate set: {r.gate_set['summary']}.",
+        "",
+        "Both models are scored now, on the same images, through their ONNX encoders as served, each "
+        "with the templates it serves with.",
         "",
         f"| metric | candidate | {previous} |",
         "|---|---|---|",
@@ -377,7 +465,7 @@ def report_markdown(result: RetrainResult) -> str:
     for key, value in r.candidate.items():
         before = r.previous.get(key) if r.previous else None
         lines.append(
-            f"| {key}{' (gated)' if key == GATE_METRIC else ''} | {_percent(value)} | {_percent(before)} |"
+            f"| {key}{' (gated)' if key == r.gate_metric else ''} | {_percent(value)} | {_percent(before)} |"
         )
     lines += [
         "",
@@ -409,7 +497,6 @@ def report_json(result: RetrainResult) -> str:
     data = asdict(result)
     data.pop("report")
     data["decision"] = "promoted" if result.passed else "rejected"
-    data["gate_metric"] = GATE_METRIC
     data["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return json.dumps(data, indent=1, default=str) + "\n"
 

@@ -11,7 +11,8 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 
 from training.config import DataConfig
-from training.data.pairs import ManifestPairs, webdataset_fingerprint, webdataset_pairs
+from training.data.pairs import ManifestPairs, WebDatasetPairs
+from training.data.split import Split
 from training.data.synthetic import SyntheticPairs, SyntheticWorld
 
 Transform = Callable[[Image.Image], torch.Tensor]
@@ -21,8 +22,15 @@ def world_for(cfg: DataConfig) -> SyntheticWorld:
     return SyntheticWorld(image_size=cfg.synthetic.image_size, seed=cfg.synthetic.seed)
 
 
-def pair_dataset(cfg: DataConfig, transform: Transform, seed: int = 0) -> Dataset | IterableDataset:
-    """The text-tuning pairs that ``cfg`` describes (the synthetic ``lit`` split for synthetic data)."""
+def pair_dataset(
+    cfg: DataConfig, transform: Transform, seed: int = 0, split: Split = "train"
+) -> Dataset | IterableDataset:
+    """The ``split`` of the pairs that ``cfg`` describes (for synthetic data, always its ``lit`` split).
+
+    WebDataset: the ``train`` split is the training stream, shuffled per epoch (``set_epoch``) and shared
+    among ``torch.distributed`` ranks; other splits (``heldout`` for evaluation) are read whole, in
+    order, by the one process that iterates them.
+    """
     if cfg.kind == "synthetic":
         return SyntheticPairs(world_for(cfg), "lit", cfg.synthetic.train_size, transform)
     if cfg.path is None:
@@ -35,19 +43,31 @@ def pair_dataset(cfg: DataConfig, transform: Transform, seed: int = 0) -> Datase
             image_key=cfg.image_key,
             caption_key=cfg.caption_key,
             on_error=cfg.on_error,
+            split=split,
+            holdout=cfg.holdout or 0.0,
         )
-    return webdataset_pairs(cfg.path, transform, on_error=cfg.on_error, shuffle_buffer=1000, seed=seed)
+    training = split == "train"
+    return WebDatasetPairs(
+        cfg.path,
+        transform,
+        on_error=cfg.on_error,
+        shuffle_buffer=1000 if training else 0,
+        seed=seed,
+        split=split,
+        holdout=cfg.holdout or 0.0,  # a number once TrainConfig has validated it
+        split_by_node=training,
+    )
 
 
 def fingerprint(cfg: DataConfig, dataset: Dataset | IterableDataset) -> str:
-    if cfg.kind == "webdataset":
-        assert cfg.path is not None
-        return webdataset_fingerprint(cfg.path)
+    """Changes when the data ``dataset`` reads changes: for WebDataset, the shard list and the split."""
     return dataset.fingerprint()  # type: ignore[union-attr]
 
 
 def caption_corpus(dataset: Dataset | IterableDataset, limit: int = 20000) -> list[str]:
     """Captions to train a from-scratch tokenizer on (without decoding images where possible)."""
+    if isinstance(dataset, WebDatasetPairs):
+        dataset = dataset.whole()  # every process trains the same tokenizer on the same captions
     captions = getattr(dataset, "captions", None)
     if captions is not None:
         return list(captions)[:limit]

@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from lit_bundle import atomic
 from training import batches, distributed
 from training.checkpoint import latest_checkpoint, load_train_state, load_weights, save_checkpoint
 from training.config import TrainConfig
-from training.data.pairs import collate_pairs, pixel_transform
+from training.data.pairs import DataError, WebDatasetPairs, collate_pairs, pixel_transform
 from training.factory import build_model
 from training.feature_cache import CachedFeatures, FeatureCache, cache_key
 from training.model import LiTModel, image_locked, image_pretrained
@@ -88,6 +88,14 @@ class MicroBatch:
 
 
 @dataclass
+class StreamPosition:
+    """How far one process has read an IterableDataset: ``batches`` micro-batches of epoch ``epoch``."""
+
+    epoch: int = 0
+    batches: int = 0
+
+
+@dataclass
 class TrainResult:
     checkpoint: Path
     history: list[dict[str, float]] = field(default_factory=list)
@@ -123,8 +131,13 @@ def _cached_stream(
 
 
 def _dataset_stream(
-    dataset, cfg: TrainConfig, info: distributed.DistInfo, start: int
+    dataset, cfg: TrainConfig, info: distributed.DistInfo, start: int, position: StreamPosition
 ) -> Iterator[MicroBatch]:
+    """This process's micro-batches for steps ``start``..``cfg.steps``.
+
+    An IterableDataset is read in epochs (``set_epoch`` before each pass); ``position`` is where the
+    stream starts (a resumed run's saved position) and is kept up to date with what was consumed.
+    """
     common = {
         "num_workers": cfg.data.workers,
         "collate_fn": collate_pairs,
@@ -134,19 +147,29 @@ def _dataset_stream(
     if isinstance(dataset, IterableDataset):
         micro = cfg.batch_size // (info.world_size * cfg.accumulation)
         loader = DataLoader(dataset, batch_size=micro, drop_last=True, **common)
-        to_skip = start * cfg.accumulation
+        to_skip = position.batches
         wanted = (cfg.steps - start) * cfg.accumulation
         produced = 0
-        while produced < wanted:  # epochs of the stream; resuming skips what was already consumed
+        while True:
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(position.epoch)
+            position.batches = 0
             for batch in loader:
-                if to_skip:
-                    to_skip -= 1
+                position.batches += 1
+                if position.batches <= to_skip:  # resuming: consumed by the stopped run
                     continue
                 yield MicroBatch(batch.captions, pixels=batch.pixels, skipped=batch.skipped)
                 produced += 1
                 if produced == wanted:
                     return
-        return
+            if position.batches == 0:
+                raise DataError(
+                    f"process {info.rank} of {info.world_size} read no batch of {micro} samples in epoch "
+                    f"{position.epoch} of data.path {cfg.data.path}: use more (smaller) shards than "
+                    "processes x data.workers, or a smaller batch_size"
+                )
+            to_skip = max(0, to_skip - position.batches)  # an old checkpoint's skip may span epochs
+            position.epoch += 1
     loader = DataLoader(dataset, batch_sampler=_StepBatchSampler(len(dataset), cfg, info, start), **common)
     for batch in loader:
         yield MicroBatch(batch.captions, pixels=batch.pixels, skipped=batch.skipped)
@@ -155,8 +178,13 @@ def _dataset_stream(
 def _locked_feature_cache(
     cfg: TrainConfig, tower: ImageTower, dataset, info: distributed.DistInfo, progress: bool
 ) -> CachedFeatures:
-    """Build (rank 0) or load the cache of the locked image tower's features."""
+    """Build (rank 0) or load the cache of the locked image tower's features.
+
+    Rank 0 reads the whole training split (every shard of a WebDataset, not only its own).
+    """
     store = FeatureCache(cfg.cache_dir)
+    if isinstance(dataset, WebDatasetPairs):
+        dataset = dataset.whole()
     key = cache_key(tower, tower.preprocess, fingerprint(cfg.data, dataset))
     if info.is_main and store.load(key) is None:
         store.build(key, tower, dataset, workers=cfg.data.workers, device=info.device, progress=progress)
@@ -181,9 +209,10 @@ def train(
 
     ``stop_at`` ends this run early after that step with a checkpoint (a time slice of a preemptible
     job); ``resume=True`` continues from the latest checkpoint exactly as if never stopped (or killed):
-    the batches of step ``s`` are a pure function of ``(seed, s)`` (see ``batches``), the learning rate
-    a pure function of ``s``, and the checkpoint holds the weights, optimiser state, every process's RNG
-    states and the history, so the resumed run computes what the uninterrupted one would: bit for bit on
+    the batches of step ``s`` are a pure function of ``(seed, s)`` (see ``batches``; a WebDataset stream's
+    order is one of ``(seed, epoch)`` and the checkpoint holds each process's place in it), the learning
+    rate a pure function of ``s``, and the checkpoint holds the weights, optimiser state, every process's
+    RNG states and the history, so the resumed run computes what the uninterrupted one would: bit for bit on
     the CPU (with the same thread count); on GPUs up to nondeterministic kernels.
     """
     info = distributed.init_distributed()
@@ -204,16 +233,26 @@ def train(
         tokenizer = {"tokenizer_file": checkpoint / "tokenizer.json"}
     else:
         tokenizer = {"corpus": cache.captions if cache is not None else caption_corpus(dataset)}
+    # Building the feature cache draws from the global RNG (DataLoader seeds): seed again, so the new
+    # towers start the same whether this run built the cache or found it.
+    seed_everything(cfg.seed)
     model = build_model(cfg.model, cfg.loss.kind, image_tower=image_tower, **tokenizer)
     model.to(info.device)
     optimizer = make_optimizer(model, cfg)
     start, history = 0, []
+    streaming = cache is None and isinstance(dataset, IterableDataset)
+    position = StreamPosition()
     if checkpoint is not None:
         load_weights(model, checkpoint)
         state = load_train_state(checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         start, history = state["step"], state["history"]
         set_rng_state(state["rng"][info.rank])
+        positions = state.get("data_position")
+        if positions is not None and len(positions) == info.world_size:
+            position = StreamPosition(**positions[info.rank])
+        else:  # a checkpoint from before positions were saved: skip everything read so far
+            position = StreamPosition(0, start * cfg.accumulation)
     model.train()
     ddp = DistributedDataParallel(model) if info.enabled else None
     forward = ddp if ddp is not None else model
@@ -221,7 +260,7 @@ def train(
     stream = (
         _cached_stream(cache, cfg, info, start)
         if cache is not None
-        else _dataset_stream(dataset, cfg, info, start)
+        else _dataset_stream(dataset, cfg, info, start, position)
     )
     autocast = torch.autocast(info.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     params = model.trainable_parameters()
@@ -230,10 +269,13 @@ def train(
     saved = checkpoint
 
     def save(step: int) -> Path:
-        states = distributed.all_gather_objects(rng_state())
+        states = distributed.all_gather_objects((rng_state(), asdict(position)))
         if not info.is_main:
             return out_dir
-        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": states, "history": history}
+        rngs = [rng for rng, _ in states]
+        state = {"step": step, "optimizer": optimizer.state_dict(), "rng": rngs, "history": history}
+        if streaming:  # each process's place in its stream, so a resumed run reads on from there
+            state["data_position"] = [where for _, where in states]
         return save_checkpoint(out_dir, step, model, state, config_json, model.text_tower.save_tokenizer)
 
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from lit_bundle.manifest import EvaluationData
 from training.data.pairs import collate_pairs, pixel_transform
 from training.data.synthetic import SyntheticPairs, SyntheticWorld
 from training.evaluate import (
@@ -27,9 +28,10 @@ from training.model import LiTModel
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
-    confusion: np.ndarray
+    confusion: np.ndarray | None
     class_names: list[str]
     highlight: list[int]
+    data: list[EvaluationData] = field(default_factory=list)
 
 
 def _device(model: LiTModel) -> torch.device:
@@ -95,8 +97,9 @@ def report(evaluation: Evaluation, out_dir: Path, title: str, history=None) -> d
         out_dir,
         title,
         evaluation.metrics,
-        class_names=evaluation.class_names,
+        class_names=evaluation.class_names or None,
         confusion=evaluation.confusion,
         history=history,
         highlight_classes=evaluation.highlight,
+        data=[d.model_dump() for d in evaluation.data],
     )

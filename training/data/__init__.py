@@ -5,10 +5,11 @@ from training.data.pairs import (
     ManifestPairs,
     PairBatch,
     PixelTransform,
+    WebDatasetPairs,
     collate_pairs,
+    expand_shards,
     pixel_transform,
     webdataset_fingerprint,
-    webdataset_pairs,
 )
 from training.data.synthetic import COLOURS, SHAPES, SyntheticPairs, SyntheticWorld
 
@@ -21,8 +22,9 @@ __all__ = [
     "PixelTransform",
     "SyntheticPairs",
     "SyntheticWorld",
+    "WebDatasetPairs",
     "collate_pairs",
+    "expand_shards",
     "pixel_transform",
     "webdataset_fingerprint",
-    "webdataset_pairs",
 ]

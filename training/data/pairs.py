@@ -8,6 +8,7 @@ training on less.
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
@@ -24,6 +25,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from lit_bundle.preprocess import PreprocessSpec, preprocess_image
+from training.data.split import SPLITS, Split, in_split
 
 OnError = Literal["raise", "skip"]
 Transform = Callable[[Image.Image], Any]
@@ -96,6 +98,8 @@ class ManifestPairs(torch.utils.data.Dataset):
         image_key: str = "image",
         caption_key: str = "caption",
         on_error: OnError = "raise",
+        split: Split = "all",
+        holdout: float = 0.0,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -103,9 +107,23 @@ class ManifestPairs(torch.utils.data.Dataset):
         self.transform = transform
         self.image_root = Path(image_root) if image_root is not None else self.path.parent
         self.image_key, self.caption_key, self.on_error = image_key, caption_key, on_error
-        self.records = self._read()
-        if not self.records:
+        self.split, self.holdout = split, holdout
+        records = self._read()
+        if not records:
             raise DataError(f"manifest {self.path} lists no samples: add rows, or point data.path elsewhere")
+        # The split hashes the image path as written in the manifest, so moving image_root keeps it.
+        self.records = [r for r in records if in_split(r.image, split, holdout)]
+        if not self.records:
+            images = len({r.image for r in records})
+            raise DataError(
+                f"manifest {self.path} has no samples in the {split} split ({images} images, data.holdout="
+                f"{holdout}): "
+                + (
+                    "raise data.holdout, or name a separate evaluation set"
+                    if split == "heldout"
+                    else "lower data.holdout"
+                )
+            )
 
     # -- parsing --------------------------------------------------------------------------------
 
@@ -188,6 +206,10 @@ class ManifestPairs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def captions(self) -> list[str]:
+        return [record.caption for record in self.records]
+
     def __getitem__(self, index: int) -> Pair | None:
         record, path = self.records[index], self.image_path(index)
         try:
@@ -209,7 +231,7 @@ class ManifestPairs(torch.utils.data.Dataset):
         """Changes when the manifest or any image changes (size/mtime stat only, no image reads)."""
         digest = hashlib.sha256(b"manifest-v1\0")
         digest.update(self.path.read_bytes())
-        digest.update(f"\0{self.image_key}\0{self.caption_key}\0".encode())
+        digest.update(f"\0{self.image_key}\0{self.caption_key}\0{self.split}\0{self.holdout!r}\0".encode())
         for index in range(len(self.records)):
             digest.update(_stat_token(self.image_path(index)).encode())
         return digest.hexdigest()
@@ -227,66 +249,158 @@ def _stat_token(path: Path) -> str:
 # WebDataset
 
 
-def _expand_urls(urls: str | list[str]) -> list[str]:
-    from webdataset.shardlists import expand_urls  # lazy: webdataset is slow to import
-
-    return expand_urls(urls) if isinstance(urls, str) else [str(u) for u in urls]
-
-
 def _is_local(url: str) -> bool:
     return "://" not in url and not url.startswith("pipe:")
 
 
-def webdataset_fingerprint(urls: str | list[str]) -> str:
-    """Changes when the shard list or any local shard's size/mtime changes."""
-    digest = hashlib.sha256(b"webdataset-v1\0")
-    for url in _expand_urls(urls):
+def expand_shards(urls: str | list[str]) -> list[str]:
+    """The shards that ``urls`` names, in order (the reader and the fingerprint both use this).
+
+    A list is taken as the shards themselves. A string is a brace pattern (``data-{000..099}.tar``),
+    several joined by ``::`` (webdataset's convention), or the path of an existing ``.txt`` shard-list
+    file: one shard or brace pattern per line, blank lines and lines starting with ``#`` ignored, relative
+    paths resolved against the file's folder.
+    """
+    from webdataset.shardlists import expand_urls  # lazy: webdataset is slow to import
+
+    if not isinstance(urls, str):
+        return [str(u) for u in urls]
+    shards: list[str] = []
+    for url in expand_urls(urls):
+        if url.endswith(".txt") and _is_local(url):
+            shards.extend(_read_shard_list(Path(url)))
+        elif url:
+            shards.append(url)
+    return shards
+
+
+def _read_shard_list(path: Path) -> list[str]:
+    from webdataset.shardlists import expand_urls
+
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"shard list {path} does not exist: check data.path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read shard list {path} ({exc}): it must be UTF-8 text") from exc
+    shards = []
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        for url in expand_urls(line):
+            relative = _is_local(url) and not Path(url).is_absolute()
+            shards.append(str(path.parent / url) if relative else url)
+    if not shards:
+        raise DataError(f"shard list {path} names no shards: add one shard or brace pattern per line")
+    return shards
+
+
+def webdataset_fingerprint(urls: str | list[str], split: Split = "all", holdout: float = 0.0) -> str:
+    """Changes with the shard list, any local shard's size/mtime, and the split of it that is read."""
+    holdout = holdout if split != "all" else 0.0
+    digest = hashlib.sha256(f"webdataset-v2\0{split}\0{holdout!r}\0".encode())
+    for url in expand_shards(urls):
         digest.update(_stat_token(Path(url)).encode() if _is_local(url) else f"{url}\0remote\n".encode())
     return digest.hexdigest()
 
 
-def webdataset_pairs(
-    urls: str | list[str],
-    transform: Transform | None = None,
-    on_error: OnError = "raise",
-    shuffle_buffer: int = 0,
-    seed: int = 0,
-    image_exts: tuple[str, ...] = ("jpg", "jpeg", "png", "webp"),
-    caption_exts: tuple[str, ...] = ("txt", "json"),
-) -> torch.utils.data.IterableDataset:
+class WebDatasetPairs(torch.utils.data.IterableDataset):
     """Stream ``(pixels, caption)`` (or ``None`` for a skipped bad sample) from tar shards.
 
-    ``urls`` is a list or a brace pattern (``data-{000..009}.tar``). Shards are split across
-    ``torch.distributed`` ranks and then DataLoader workers, so each sample is read once per epoch;
-    with fewer shards than ranks x workers some readers get none (use more, smaller shards).
-    """
-    import webdataset as wds
+    ``urls``: see :func:`expand_shards`. Only the samples of ``split`` are kept, by a hash of their
+    ``__key__`` (see ``training.data.split``), before their images are decoded.
 
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    shards = _expand_urls(urls)
-    if not shards:
-        raise DataError(f"shard pattern {urls!r} expands to no shards: check data.path")
-    missing = [u for u in shards if _is_local(u) and not Path(u).is_file()]
-    if missing:
-        raise DataError(
-            f"WebDataset shard {missing[0]} does not exist ({len(missing)} of {len(shards)} missing): "
-            "check data.path (brace patterns like data-{000..009}.tar are expanded)"
+    The shards are split across ``torch.distributed`` ranks (unless ``split_by_node=False``: one process
+    reads the whole split, e.g. for evaluation) and then across DataLoader workers, so in one epoch the
+    readers together read every shard once; with fewer shards than ranks x workers some get none (use
+    more, smaller shards). With ``shuffle_buffer > 0``, each epoch (see :meth:`set_epoch`) reads the shards
+    in a permutation seeded by ``(seed, epoch)``, the same on every rank, and shuffles samples in a buffer
+    seeded by ``(seed, epoch, rank, worker)``; otherwise shards and samples come in listed order.
+
+    The pipeline is built in ``__iter__``: DataLoader workers get a pickled copy at each ``iter(loader)``,
+    so ``set_epoch`` before iterating reaches them.
+    """
+
+    def __init__(
+        self,
+        urls: str | list[str],
+        transform: Transform | None = None,
+        *,
+        on_error: OnError = "raise",
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        split: Split = "all",
+        holdout: float = 0.0,
+        split_by_node: bool = True,
+        image_exts: tuple[str, ...] = ("jpg", "jpeg", "png", "webp"),
+        caption_exts: tuple[str, ...] = ("txt", "json"),
+    ) -> None:
+        super().__init__()
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if split not in SPLITS or not 0.0 <= holdout < 1.0:
+            raise ValueError(f"split must be one of {SPLITS} and holdout in [0, 1), got {split!r}, {holdout}")
+        shards = expand_shards(urls)
+        if not shards:
+            raise DataError(f"shard pattern {urls!r} expands to no shards: check data.path")
+        missing = [u for u in shards if _is_local(u) and not Path(u).is_file()]
+        if missing:
+            raise DataError(
+                f"WebDataset shard {missing[0]} does not exist ({len(missing)} of {len(shards)} missing): "
+                "check data.path (brace patterns like data-{000..009}.tar are expanded)"
+            )
+        self.shards, self.transform, self.on_error = shards, transform, on_error
+        self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
+        self.split, self.holdout, self.split_by_node = split, holdout, split_by_node
+        self.image_exts = tuple(e.lower() for e in image_exts)
+        self.caption_exts = tuple(e.lower() for e in caption_exts)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Read epoch ``epoch``'s shard order and shuffle next time the dataset is iterated."""
+        self.epoch = epoch
+
+    def whole(self) -> WebDatasetPairs:
+        """A copy that reads this split whole in listed order, not split by rank (for caching, evaluation)."""
+        clone = copy.copy(self)
+        clone.split_by_node, clone.shuffle_buffer = False, 0
+        return clone
+
+    def fingerprint(self) -> str:
+        return webdataset_fingerprint(self.shards, self.split, self.holdout)
+
+    def __iter__(self) -> Iterator[Pair | None]:
+        import webdataset as wds
+        from webdataset.utils import pytorch_worker_info
+
+        shuffle = self.shuffle_buffer > 0
+        rank, _, worker, _ = pytorch_worker_info()
+        pipeline = wds.DataPipeline(
+            wds.SimpleShardList(self.shards, seed=f"{self.seed}-{self.epoch}" if shuffle else None),
+            wds.split_by_node if self.split_by_node else None,
+            wds.split_by_worker,
+            wds.tarfile_to_samples(handler=partial(_shard_error, self.on_error)),
+            wds.select(partial(_in_split, self.split, self.holdout)) if self.split != "all" else None,
+            wds.shuffle(
+                self.shuffle_buffer,
+                initial=self.shuffle_buffer,
+                rng=random.Random(f"{self.seed}-{self.epoch}-{rank}-{worker}"),
+            )
+            if shuffle
+            else None,
+            partial(
+                _decode_samples,
+                transform=self.transform,
+                on_error=self.on_error,
+                image_exts=self.image_exts,
+                caption_exts=self.caption_exts,
+            ),
         )
-    return wds.DataPipeline(
-        wds.SimpleShardList(shards),
-        wds.split_by_node,
-        wds.split_by_worker,
-        wds.tarfile_to_samples(handler=partial(_shard_error, on_error)),
-        partial(_shuffle, shuffle_buffer, seed) if shuffle_buffer > 0 else None,
-        partial(
-            _decode_samples,
-            transform=transform,
-            on_error=on_error,
-            image_exts=tuple(e.lower() for e in image_exts),
-            caption_exts=tuple(e.lower() for e in caption_exts),
-        ),
-    )
+        return iter(pipeline)
+
+
+def _in_split(split: Split, holdout: float, sample: dict[str, Any]) -> bool:
+    return in_split(sample["__key__"], split, holdout)
 
 
 def _shard_error(on_error: OnError, exc: Exception) -> bool:
@@ -310,16 +424,6 @@ def _shard_error(on_error: OnError, exc: Exception) -> bool:
         warnings.warn(f"{message}; skipping the rest of this shard", stacklevel=2)
         return True
     raise DataError(f"{message}: re-create the shard (check it with `tar tf`), or {_SKIP_HINT}") from exc
-
-
-def _shuffle(bufsize: int, seed: int, src: Iterable[Any]) -> Iterator[Any]:
-    """Buffer shuffle seeded per (seed, rank, worker): reproducible, yet different per reader."""
-    from webdataset.filters import _shuffle as shuffle
-    from webdataset.utils import pytorch_worker_info
-
-    rank, _, worker, _ = pytorch_worker_info()
-    rng = random.Random(f"{seed}-{rank}-{worker}")
-    return shuffle(iter(src), bufsize=bufsize, initial=bufsize, rng=rng)
 
 
 def _decode_samples(
