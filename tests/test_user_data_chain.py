@@ -110,7 +110,7 @@ def chain(photos: Photos, tmp_path_factory: pytest.TempPathFactory) -> Chain:
     """lit-train train, then lit-train export, on the manifest."""
     base = tmp_path_factory.mktemp("chain")
     run = base / "run"
-    invoke("train", "-c", CONFIG, "-q", *photos.overrides(run))
+    invoke("train", "-c", CONFIG, "-q", *photos.overrides(run, "eval_every=20"))
     checkpoint = next(run.glob("step-*"))
     invoke("export", run, "--name", NAME, "-r", base / "repository")
     return Chain(photos, run, checkpoint, base / "repository")
@@ -125,6 +125,13 @@ def test_training_leaves_the_held_out_split_out(chain: Chain) -> None:
     assert all(in_split(r.image, "heldout", 0.1) for r in heldout.records)
     meta = json.loads(next((chain.photos.root.parent / "cache").glob("*/meta.json")).read_text())
     assert meta["count"] == len(train), "the feature cache (what training read) holds only the train split"
+
+
+def test_training_evaluates_every_eval_every_steps(chain: Chain) -> None:
+    history = json.loads((chain.run / "history.json").read_text())
+    evaluated = [entry for entry in history if "top1" in entry]
+    assert [entry["step"] for entry in evaluated] == [20]  # never at the last step (40)
+    assert {"i2t_r1", "t2i_r1"} <= set(evaluated[0])
 
 
 def test_evaluate_writes_the_report_on_the_users_data(chain: Chain, tmp_path: Path) -> None:

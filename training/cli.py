@@ -67,16 +67,15 @@ def train_cmd(
 ) -> None:
     """LiT contrastive tuning (run under torchrun for several processes)."""
     from training.data.pairs import DataError
-    from training.recipes import synthetic_evaluator
+    from training.recipes import periodic_evaluator
     from training.train import train
 
     try:
         cfg = load_config(TrainConfig, config, overrides or [])
     except ConfigError as exc:
         raise _fail(str(exc)) from None
-    evaluator = synthetic_evaluator(cfg) if cfg.eval_every and cfg.data.kind == "synthetic" else None
     try:
-        result = train(cfg, resume=resume, progress=not quiet, evaluator=evaluator)
+        result = train(cfg, resume=resume, progress=not quiet, evaluator=periodic_evaluator(cfg))
     except (DataError, ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     final = result.history[-1]["loss"] if result.history else float("nan")

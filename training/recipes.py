@@ -26,16 +26,32 @@ def builtin_config(name: str) -> Path:
     return Path(str(resources.files("training") / "configs" / name))
 
 
-def synthetic_evaluator(cfg: TrainConfig, progress: bool = False):
-    """An ``evaluator(model, step)`` for periodic zero-shot evaluation during training."""
-    world = world_for(cfg.data)
+PERIODIC_METRICS = ("heldout_top1", "seen_top1", "top1", "i2t_r1", "t2i_r1")
+
+
+def periodic_evaluator(cfg: TrainConfig, progress: bool = False):
+    """An ``evaluator(model, step)`` for zero-shot evaluation every ``eval_every`` steps (its figures join
+    the training history and its plots), or None when ``eval_every`` is 0 or there is nothing to score."""
+    if not cfg.eval_every:
+        return None
     templates = load_templates(cfg.templates)
+    if cfg.data.kind == "synthetic" and not cfg.evaluation.zero_shot:
+        world = world_for(cfg.data)
 
-    def evaluate(model, step: int) -> dict[str, float]:
-        result = evaluate_synthetic(model, world, cfg.data.synthetic.eval_size, templates, progress=progress)
-        return {k: result.metrics[k] for k in ("heldout_top1", "seen_top1")}
+        def evaluate_world(model: LiTModel, step: int) -> dict[str, float]:
+            result = evaluate_synthetic(model, world, cfg.data.synthetic.eval_size, templates, progress)
+            return {k: result.metrics[k] for k in PERIODIC_METRICS if k in result.metrics}
 
-    return evaluate
+        return evaluate_world
+    sets = EvaluationSets.for_config(cfg, templates)
+    if sets.zero_shot is None and sets.retrieval is None:
+        return None
+
+    def evaluate_data(model: LiTModel, step: int) -> dict[str, float]:
+        result = evaluate_sets(TorchEncoders(model), sets, progress=progress)
+        return {k: result.metrics[k] for k in PERIODIC_METRICS if k in result.metrics}
+
+    return evaluate_data
 
 
 @dataclass
@@ -64,8 +80,7 @@ def evaluate_trained(model: LiTModel, cfg: TrainConfig, progress: bool = True) -
 
 def tune_and_evaluate(cfg: TrainConfig, progress: bool = True, title: str = "LiT") -> RunSummary:
     began = time.perf_counter()
-    evaluator = synthetic_evaluator(cfg) if cfg.eval_every and cfg.data.kind == "synthetic" else None
-    result = train(cfg, progress=progress, evaluator=evaluator)
+    result = train(cfg, progress=progress, evaluator=periodic_evaluator(cfg))
     model, _ = load_trained(result.checkpoint)  # evaluate exactly what was saved
     evaluation = evaluate_trained(model, cfg, progress)
     total = time.perf_counter() - began
