@@ -26,7 +26,7 @@ from tqdm import tqdm
 from lit_bundle.manifest import EvaluationData
 from training.config import DataConfig, EvaluationConfig, TrainConfig
 from training.data.labelled import IMAGE_SUFFIXES, LabelledSet
-from training.data.pairs import ManifestPairs, WebDatasetPairs
+from training.data.pairs import ManifestPairs, WebDatasetPairs, expand_shards
 from training.data.split import Split
 from training.encoders import Encoders
 from training.evaluate import (
@@ -83,8 +83,9 @@ class RetrievalSource:
             data.kind, data.path, "heldout", data.holdout, data.image_key, data.caption_key, data.image_root
         )
 
-    def groups(self) -> Iterator[tuple[Image.Image, list[str]]]:
-        """Each image once, with all of its captions (rows of a manifest naming the same image)."""
+    def groups(self) -> Iterator[tuple[str, Image.Image, list[str]]]:
+        """Each image once, named (its path as the manifest writes it, or its ordinal among the shards' split)
+        and with all of its captions (rows of a manifest naming the same image)."""
         if self.kind == "manifest":
             pairs = ManifestPairs(
                 Path(self.path),
@@ -100,12 +101,16 @@ class RetrievalSource:
                 captions.setdefault(record.image, []).append(record.caption)
                 first.setdefault(record.image, index)
             for image, index in first.items():
-                yield pairs[index][0], captions[image]
+                yield image, pairs[index][0], captions[image]
             return
         stream = WebDatasetPairs(self.path, split=self.split, holdout=self.holdout, split_by_node=False)
-        for item in stream:
-            if item is not None:
-                yield item[0], [item[1]]
+        for ordinal, item in enumerate(item for item in stream if item is not None):
+            yield str(ordinal), item[0], [item[1]]
+
+    def list_header(self) -> str:
+        """What the sha256 of the list starts from: the shards themselves for WebDataset."""
+        shards = "\n".join(expand_shards(self.path)) if self.kind == "webdataset" else self.path
+        return f"retrieval-set-v1\n{self.kind}\n{shards}\n{self.split}\t{self.holdout!r}\n"
 
     def describe(self) -> str:
         return f"{self.path} ({'held-out split ' + str(self.holdout) if self.split == 'heldout' else 'all'})"
@@ -215,15 +220,15 @@ def evaluate_retrieval(
     """Recall@1/5/10 image->text and text->image; an image with several captions is one candidate."""
     captions: list[str] = []
     owners: list[int] = []
-    digest = hashlib.sha256(b"retrieval-set-v1\n")
+    digest = hashlib.sha256(source.list_header().encode())
 
     def images() -> Iterator[Image.Image]:
         groups = source.groups()
-        for index, (image, texts) in enumerate(itertools.islice(groups, max_images or None)):
+        for index, (name, image, texts) in enumerate(itertools.islice(groups, max_images or None)):
             captions.extend(texts)
             owners.extend([index] * len(texts))
             for text in texts:
-                digest.update(f"{index}\t{text}\n".encode())
+                digest.update(f"{name}\t{text}\n".encode())
             yield image
 
     try:
@@ -305,7 +310,7 @@ def check_inputs(sets: EvaluationSets, check_images: Path | None = None, limit: 
             inputs.images += list(labelled.images())
             inputs.sources.append(f"zero-shot set {labelled.source}")
     if sets.retrieval is not None:
-        for image, texts in itertools.islice(sets.retrieval.groups(), limit):
+        for _, image, texts in itertools.islice(sets.retrieval.groups(), limit):
             inputs.texts += texts
             if check_images is None and len(inputs.images) < 2 * limit:
                 inputs.images.append(image)
