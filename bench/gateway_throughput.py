@@ -186,7 +186,7 @@ def ort_session(model: Path, providers: Sequence[str], threads: int) -> Any:
     (``service.onnx_backend.OnnxEncoders``)."""
     import onnxruntime as ort
 
-    from service.onnx_backend import choose_providers
+    from service.providers import choose_providers
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

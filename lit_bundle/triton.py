@@ -128,10 +128,10 @@ def _trt_profiles(
     ONNX Runtime rebuilds the engine (seconds to minutes, mid-traffic) whenever a shape larger than any
     seen before arrives."""
     opt = max(options.preferred_batch_sizes, default=options.max_batch_size)
-    return _profile_shapes(encoder, (1, opt, options.max_batch_size), sequence_length)
+    return trt_profile_shapes(encoder, (1, opt, options.max_batch_size), sequence_length)
 
 
-def _profile_shapes(
+def trt_profile_shapes(
     encoder: EncoderSpec, batches: tuple[int, int, int], sequence_length: int | None
 ) -> dict[str, str]:
     """The ``trt_profile_*_shapes`` for (min, opt, max) ``batches``, sequences 1..``sequence_length``."""
@@ -423,7 +423,7 @@ def _reprofile(config: Any, encoder: EncoderSpec, sequence_length: int | None) -
                 first = params[key].split(",")[0].rpartition(":")[2].split("x")[0]
                 batches[i] = int(first) if first.isdigit() else batches[i]
                 del params[key]
-        params.update(_profile_shapes(encoder, (batches[0], batches[1], batches[2]), sequence_length))
+        params.update(trt_profile_shapes(encoder, (batches[0], batches[1], batches[2]), sequence_length))
         changed = True
     return changed
 

@@ -18,7 +18,7 @@ from service.label_store import LabelStoreUnavailable
 from service.metrics import Metrics
 from service.observe import Observe
 from service.routes import allowed_methods, build_router
-from service.schemas import ErrorBody, ReadyResponse
+from service.schemas import ErrorBody, ModelRef, ReadyResponse
 from service.settings import Settings
 from service.web import build_web_router
 
@@ -92,7 +92,12 @@ def create_app(settings: Settings) -> FastAPI:
         if reason is not None or gw.served is None:
             return error_response(ApiError(503, "not_ready", reason or "the model is still loading"))
         m = gw.served.manifest
-        return JSONResponse({"status": "ready", "model": {"name": m.name, "version": m.version}})
+        ready = ReadyResponse(
+            status="ready",
+            model=ModelRef(name=m.name, version=m.version),
+            providers=gw.served.runtime.encoders.providers(),
+        )
+        return JSONResponse(ready.model_dump())
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:

@@ -15,6 +15,9 @@ import numpy as np
 from lit_bundle.repository import Bundle
 from service.settings import Settings
 
+TEXT_BATCH = 256
+"""The most texts one ``encode_texts`` call gets (the runtime chunks longer lists)."""
+
 
 class BackendConfigError(RuntimeError):
     """A backend setting the operator must fix; the gateway refuses to start rather than fall back."""
@@ -33,6 +36,8 @@ class Encoders(Protocol):
     """``onnxruntime`` or ``triton``."""
     batches_images: bool
     """True when the backend batches concurrent image requests itself (Triton's dynamic batcher)."""
+    compiles_shapes: bool
+    """True when each new input shape costs a compilation (CUDA, TensorRT): batches then come in buckets."""
 
     async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         """L2-normalised embeddings ``(N, D)`` of uint8 ``(N, H, W, 3)`` pixels."""
@@ -60,4 +65,11 @@ async def open_encoders(bundle: Bundle, settings: Settings) -> Encoders:
         return TritonEncoders.from_settings(bundle, settings)
     from service.onnx_backend import OnnxEncoders
 
-    return await asyncio.to_thread(OnnxEncoders, bundle, settings.providers, settings.intra_op_threads)
+    return await asyncio.to_thread(
+        OnnxEncoders,
+        bundle,
+        settings.providers,
+        settings.intra_op_threads,
+        settings.max_batch_size,
+        settings.trt_cache_dir,
+    )

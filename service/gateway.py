@@ -80,7 +80,7 @@ class Gateway:
             on_size=metrics.cache_entries.set,
         )
         self.store: LabelStore = open_label_store(settings.label_store)
-        self.scorer = Scorer.best_available()
+        self.scorer = Scorer.for_device(settings.scoring_device)
         self.decode_limits = DecodeLimits(
             max_pixels=settings.max_image_pixels, max_bytes=settings.max_body_bytes
         )
@@ -124,7 +124,7 @@ class Gateway:
         if self.settings.backend == "onnxruntime":
 
             async def encode(pixels: np.ndarray) -> np.ndarray:
-                return await self._backend_call("image", runtime.encoders.encode_images(pixels))
+                return await self._backend_call("image", runtime.encode_images(pixels))
 
             batcher = Batcher(
                 encode,
@@ -324,7 +324,7 @@ class Gateway:
         if served.batcher is not None:
             return await served.batcher.submit(pixels)
         self.metrics.batch_size.labels("image").observe(len(pixels))
-        return await self._backend_call("image", served.runtime.encoders.encode_images(pixels))
+        return await self._backend_call("image", served.runtime.encode_images(pixels))
 
     async def embed_images(self, images: Sequence[bytes]) -> EmbedResponse:
         with self.model().pinned() as served:
@@ -399,18 +399,21 @@ class Gateway:
                     self._image_embeddings(served, images), self.label_matrix(served, labels, chosen)
                 )
             m = served.manifest
+            k = min(top_k or len(labels), len(labels))
+            args = (m.logit_scale, m.logit_bias, m.loss, k, key)
             try:
-                probs = self.scorer.probabilities(image_emb, matrix, m.logit_scale, m.logit_bias, m.loss, key)
+                best, scores = self.scorer.top_k(image_emb, matrix, *args)
             except KeyError:  # evicted from the device between the check and the use: build it again
                 matrix = await self.label_matrix(served, labels, chosen)
-                probs = self.scorer.probabilities(image_emb, matrix, m.logit_scale, m.logit_bias, m.loss, key)
-            k = min(top_k or len(labels), len(labels))
-            results = []
-            for row in probs:
-                best = np.argsort(-row, kind="stable")[:k]
-                results.append(
-                    ImageResult(predictions=[Prediction(label=labels[i], score=float(row[i])) for i in best])
+                best, scores = self.scorer.top_k(image_emb, matrix, *args)
+            results = [
+                ImageResult(
+                    predictions=[
+                        Prediction(label=labels[i], score=float(p)) for i, p in zip(row, probs, strict=True)
+                    ]
                 )
+                for row, probs in zip(best.tolist(), scores.tolist(), strict=True)
+            ]
             return ClassifyResponse(model=served.ref(), results=results)
 
     # Label sets -----------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The embedded backend: the bundle's two ONNX encoders in ONNX Runtime sessions.
 
-Providers come from settings and what is installed. ``auto`` takes CUDA when the installed ONNX Runtime
-has it (TensorRT only when asked for: its engine builds take minutes on first load); a provider that was
-asked for by name but is missing is an error, never a silent fall-back to the CPU.
+Providers come from settings and what is installed and are checked once the sessions exist
+(:mod:`service.providers`): a provider asked for by name that did not load stops start-up, never a
+silent run on the CPU.
 """
 
 from __future__ import annotations
@@ -11,46 +11,26 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from lit_bundle.manifest import EncoderSpec
 from lit_bundle.repository import Bundle
 from lit_bundle.signature import check_signature
-from service.encoders import BackendConfigError
+from service.encoders import TEXT_BATCH
+from service.providers import (
+    ACCELERATORS,
+    PROVIDERS,
+    check_loaded,
+    preload_nvidia_libraries,
+    requested_keys,
+    session_providers,
+    tensorrt_options,
+)
 
 log = logging.getLogger(__name__)
-
-PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
-
-
-class ProviderError(BackendConfigError):
-    pass
-
-
-def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:
-    """ONNX Runtime provider names for ``requested`` (``auto``, or names from ``PROVIDERS``)."""
-    if list(requested) == ["auto"]:
-        chosen = [PROVIDERS["cuda"]] if PROVIDERS["cuda"] in available else []
-        return [*chosen, PROVIDERS["cpu"]]
-    chosen = []
-    for name in requested:
-        key = name.strip().lower()
-        if key not in PROVIDERS:
-            raise ProviderError(
-                f"unknown provider {name!r} in LIT_PROVIDERS: use auto or {', '.join(PROVIDERS)}"
-            )
-        if PROVIDERS[key] not in available:
-            raise ProviderError(
-                f"provider {key} was requested but ONNX Runtime only has {', '.join(available)}: install "
-                "onnxruntime-gpu (the gpu extra) on a machine with CUDA, or remove it from LIT_PROVIDERS"
-            )
-        chosen.append(PROVIDERS[key])
-    return chosen
 
 
 class OnnxEncoders:
@@ -60,15 +40,37 @@ class OnnxEncoders:
     name = "onnxruntime"
     batches_images = False
 
-    def __init__(self, bundle: Bundle, requested: Sequence[str] = ("auto",), threads: int = 0) -> None:
-        providers = choose_providers(requested, ort.get_available_providers())
+    def __init__(
+        self,
+        bundle: Bundle,
+        requested: Sequence[str] = ("auto",),
+        threads: int = 0,
+        max_batch: int = 32,
+        trt_cache_dir: Path = Path(".cache/tensorrt"),
+    ) -> None:
+        keys, named = requested_keys(requested, ort.get_available_providers())
+        if any(key in ACCELERATORS for key in keys):
+            preload_nvidia_libraries()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         # Idle intra-op threads must not spin: they would take cores from decoding and the event loop
         # (measured with the ViT-B/32 bundle at 32 clients: 0.86 -> 0.91 of the raw encoder's throughput).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.image = ort.InferenceSession(str(bundle.image_model), options, providers=providers)
-        self.text = ort.InferenceSession(str(bundle.text_model), options, providers=providers)
+        m = bundle.manifest
+
+        def session(path: Path, encoder: EncoderSpec, batch: int, what: str) -> ort.InferenceSession:
+            trt = (
+                tensorrt_options(encoder, batch, m.text.context_length, trt_cache_dir)
+                if "tensorrt" in keys
+                else None
+            )
+            created = ort.InferenceSession(str(path), options, providers=session_providers(keys, trt))
+            check_loaded(created, keys, named, f"{what} encoder of {m.name} v{m.version}")
+            return created
+
+        self.image = session(bundle.image_model, m.image_encoder, max_batch, "image")
+        self.compiles_shapes = any(PROVIDERS[k] in self.image.get_providers() for k in ACCELERATORS)
+        self.text = session(bundle.text_model, m.text_encoder, TEXT_BATCH, "text")
         check_signature(bundle.image_model, bundle.manifest.image_encoder, self.image)
         check_signature(bundle.text_model, bundle.manifest.text_encoder, self.text)
         self.image_input = bundle.manifest.image_encoder.inputs[0].name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,13 +12,12 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from lit_bundle.repository import Bundle, load_bundle
-from service.encoders import Encoders, open_encoders
+from service.buckets import batch_buckets, pad_to_bucket
+from service.encoders import TEXT_BATCH, Encoders, open_encoders
 from service.settings import Settings
 from service.text_cache import ensemble, expand_prompts
 
 log = logging.getLogger(__name__)
-
-TEXT_CHUNK = 256
 
 
 def _read_bundle(settings: Settings) -> tuple[Bundle, Tokenizer]:
@@ -30,12 +30,20 @@ class ModelRuntime:
     bundle: Bundle
     encoders: Encoders
     tokenizer: Tokenizer
+    max_batch: int = 32
 
     @classmethod
     async def load(cls, settings: Settings) -> ModelRuntime:
-        """The repository's active version, served by the backend ``settings`` choose."""
+        """The repository's active version, served by the backend ``settings`` choose, warmed up."""
         bundle, tokenizer = await asyncio.to_thread(_read_bundle, settings)
         encoders = await open_encoders(bundle, settings)
+        runtime = cls(bundle, encoders, tokenizer, settings.max_batch_size)
+        if not encoders.batches_images:  # Triton warms its own models (model_warmup in config.pbtxt)
+            try:
+                await runtime.warm()
+            except BaseException:
+                await encoders.close()
+                raise
         m = bundle.manifest
         log.info(
             "loaded %s v%s from %s (%s loss, dim %d) on the %s backend",
@@ -46,7 +54,7 @@ class ModelRuntime:
             m.embed_dim,
             encoders.name,
         )
-        return cls(bundle, encoders, tokenizer)
+        return runtime
 
     @property
     def key(self) -> str:
@@ -55,6 +63,45 @@ class ModelRuntime:
     @property
     def templates(self) -> tuple[str, ...]:
         return self.bundle.manifest.templates
+
+    @property
+    def image_batches(self) -> tuple[int, ...]:
+        """The image batch sizes the encoder will see: every bucket where shapes are compiled, else the
+        smallest and the largest (first-run allocations)."""
+        if self.encoders.compiles_shapes:
+            return batch_buckets(self.max_batch)
+        return tuple(sorted({1, self.max_batch}))
+
+    @property
+    def text_batches(self) -> tuple[int, ...]:
+        return batch_buckets(TEXT_BATCH) if self.encoders.compiles_shapes else (1,)
+
+    async def warm(self) -> None:
+        """Run each encoder at every batch size it will see, so no request pays for a first run."""
+        began = time.perf_counter()
+        m = self.bundle.manifest
+        size, length = m.preprocess.size, m.text.context_length
+        for batch in self.image_batches:
+            await self.encoders.encode_images(np.zeros((batch, size, size, 3), dtype=np.uint8))
+        for batch in self.text_batches:
+            ids = np.zeros((batch, length), dtype=np.int64)
+            await self.encoders.encode_texts(ids, np.ones_like(ids))
+        log.info(
+            "warmed %s v%s in %.1f s: image batches %s, text batches %s (length %d)",
+            m.name,
+            m.version,
+            time.perf_counter() - began,
+            list(self.image_batches),
+            list(self.text_batches),
+            length,
+        )
+
+    async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        """Image embeddings; on an encoder that compiles shapes, the batch is padded to its bucket."""
+        if not self.encoders.compiles_shapes:
+            return await self.encoders.encode_images(pixels)
+        padded = pad_to_bucket(pixels, batch_buckets(self.max_batch))
+        return (await self.encoders.encode_images(padded))[: len(pixels)]
 
     def _tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         encodings = self.tokenizer.encode_batch(list(texts))
@@ -65,8 +112,8 @@ class ModelRuntime:
     async def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised embeddings of raw texts; tokenisation runs in a worker thread."""
         out = []
-        for start in range(0, len(texts), TEXT_CHUNK):
-            ids, mask = await asyncio.to_thread(self._tokenize, texts[start : start + TEXT_CHUNK])
+        for start in range(0, len(texts), TEXT_BATCH):
+            ids, mask = await asyncio.to_thread(self._tokenize, texts[start : start + TEXT_BATCH])
             out.append(await self.encoders.encode_texts(ids, mask))
         return np.concatenate(out) if out else np.zeros((0, self.bundle.manifest.embed_dim), np.float32)
 

@@ -112,6 +112,10 @@ class ModelInfo(BaseModel):
 class ReadyResponse(BaseModel):
     status: str = Field(examples=["ready"])
     model: ModelRef
+    providers: list[str] = Field(
+        description="where the encoders really run: ONNX Runtime execution providers, or the Triton endpoint",
+        examples=[["CUDAExecutionProvider", "CPUExecutionProvider"]],
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -25,6 +25,15 @@ class Settings(BaseSettings):
         description="ONNX Runtime providers in order: cpu, cuda, tensorrt, or auto (best installed)",
     )
     intra_op_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads per session (0 = auto)")
+    scoring_device: Literal["auto", "cpu", "gpu"] = Field(
+        default="auto",
+        description="where label scores are computed: gpu (CuPy; an error if it cannot), cpu, or auto (the "
+        "GPU when CuPy sees one and passes its self-test)",
+    )
+    trt_cache_dir: Path = Field(
+        default=Path(".cache/tensorrt"),
+        description="TensorRT engine and timing caches (a persistent volume: engines are built once)",
+    )
 
     model_poll_s: float = Field(
         default=5.0, ge=0, description="how often to look for a newly promoted version to swap in (0 = never)"

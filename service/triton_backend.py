@@ -45,6 +45,7 @@ def _client_module(protocol: str) -> Any:
 class TritonEncoders:
     name = "triton"
     batches_images = True
+    compiles_shapes = False  # Triton pads and warms its own (model_warmup, TensorRT profiles)
 
     def __init__(
         self,

@@ -9,7 +9,6 @@ import pytest
 
 from service.backlog import Backlog, QueueFull
 from service.batcher import Batcher
-from service.onnx_backend import ProviderError, choose_providers
 
 
 def run_batcher(test, **options):
@@ -75,14 +74,3 @@ def test_a_failing_batch_fails_its_callers_and_the_worker_lives_on() -> None:
         assert np.array_equal(await batcher.submit(np.zeros((1, 2), dtype=np.float32)), np.ones((1, 2)))
 
     run_batcher(test, run=flaky, max_batch=4, max_wait_s=0.0)
-
-
-def test_provider_choice() -> None:
-    cpu, cuda = "CPUExecutionProvider", "CUDAExecutionProvider"
-    assert choose_providers(["auto"], [cpu]) == [cpu]
-    assert choose_providers(["auto"], [cuda, cpu]) == [cuda, cpu]
-    assert choose_providers(["cpu"], [cuda, cpu]) == [cpu]
-    with pytest.raises(ProviderError, match="cuda was requested"):
-        choose_providers(["cuda"], [cpu])
-    with pytest.raises(ProviderError, match="unknown provider"):
-        choose_providers(["rocm"], [cpu])

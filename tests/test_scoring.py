@@ -1,11 +1,12 @@
 """The scorer against a hand computation, through the same array code the GPU path runs."""
 
+import logging
 import math
 
 import numpy as np
 import pytest
 
-from service.scoring import Scorer, gpu_array_module
+from service.scoring import Scorer, ScoringError, gpu_array_module, self_test
 
 
 def _normalised(rows: int, dim: int, seed: int) -> np.ndarray:
@@ -47,6 +48,56 @@ def test_keyed_matrices_are_kept_and_evicted() -> None:
     assert not scorer._matrices
 
 
-def test_best_available_follows_the_machine() -> None:
-    expected = "gpu" if gpu_array_module() is not None else "cpu"
-    assert Scorer.best_available().device == expected
+def test_top_k_picks_the_best_labels_in_order_with_ties_to_the_earlier() -> None:
+    images, labels = _normalised(4, 8, 4), _normalised(30, 8, 5)
+    scorer = Scorer()
+    probs = scorer.probabilities(images, labels, 7.0, None, "softmax")
+    best, scores = scorer.top_k(images, labels, 7.0, None, "softmax", 5)
+    assert best.shape == scores.shape == (4, 5)
+    for row in range(4):
+        assert best[row].tolist() == np.argsort(-probs[row], kind="stable")[:5].tolist()
+        assert np.allclose(scores[row], probs[row, best[row]])
+    tied = np.repeat(labels[:1], 3, axis=0)  # three identical labels: the earliest comes first
+    assert scorer.top_k(images[:1], tied, 7.0, None, "softmax", 2)[0].tolist() == [[0, 1]]
+    assert scorer.top_k(images, labels[:3], 7.0, None, "softmax", 10)[0].shape == (4, 3)  # k clamped
+
+
+class Arrays:
+    """A stand-in for CuPy: NumPy under another name."""
+
+    def __getattr__(self, name: str):
+        return getattr(np, name)
+
+
+class BrokenArrays(Arrays):
+    """Matrix products come out wrong: the self-test must catch it."""
+
+    def asarray(self, value):
+        return np.asarray(value) * 1.5
+
+
+class FailingArrays(BrokenArrays):
+    def exp(self, value):
+        raise RuntimeError("CUDA_ERROR_NO_BINARY_FOR_GPU: kernel failed to compile")
+
+
+def test_the_self_test_passes_on_numpy_and_catches_wrong_or_failing_devices() -> None:
+    assert self_test(np) is None
+    assert "differ" in self_test(BrokenArrays()) or "picks" in self_test(BrokenArrays())
+    assert "kernel failed to compile" in self_test(FailingArrays())
+
+
+def test_gpu_scoring_asked_for_but_impossible_is_an_error_and_auto_falls_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(ScoringError, match="self-test failed: RuntimeError: CUDA_ERROR_NO_BINARY"):
+        Scorer.for_device("gpu", gpu=FailingArrays())
+    with caplog.at_level(logging.INFO):
+        scorer = Scorer.for_device("auto", gpu=FailingArrays())
+    assert scorer.device == "cpu" and "scoring on the cpu: the GPU scoring self-test failed" in caplog.text
+    assert Scorer.for_device("cpu").device == "cpu"
+    assert Scorer.for_device("gpu", gpu=Arrays()).device == "gpu"  # an array module that passes is used
+    if gpu_array_module()[0] is None:  # this machine: no CuPy or no device
+        with pytest.raises(ScoringError, match="LIT_SCORING_DEVICE=gpu"):
+            Scorer.for_device("gpu")
+        assert Scorer.for_device("auto").device == "cpu"
