@@ -8,6 +8,7 @@ size (what CI does, to prove they still work; its figures mean nothing).
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -44,9 +45,21 @@ def main(
         lines.append(f"| [{name}]({Path(result).name}) | {SUITE[name]} | {took:.0f} |")
     lines += ["", f"Whole suite: {time.perf_counter() - began:.0f} s.", ""]
     lines.append("Machine: " + ", ".join(f"{k} {v}" for k, v in machine().items()))
+    lines += ["", gpu_status(Path(out) / "gpu")]
     (Path(out) / "README.md").write_text("\n".join(lines) + "\n")
     print(f"results in {out}")
 
 
 if __name__ == "__main__":
     typer.run(main)
+
+
+def gpu_status(folder: Path) -> str:
+    """The GPU results' line of the index: a link to the last H200 run, or that there is none yet."""
+    checks = folder / "checks.json"
+    if checks.is_file() and json.loads(checks.read_text()).get("gpu"):
+        return "GPU (scripts/gpu_check.sh on an H200): [checks](gpu/checks.md), [benchmarks](gpu/README.md)."
+    return (
+        "GPU: **no H200 run yet.** `bash scripts/gpu_check.sh` (the offline kit; wheels from "
+        "`scripts/gpu_wheelhouse.sh`) writes `gpu/` on one; CI runs its CPU smoke test only."
+    )

@@ -1,6 +1,7 @@
 """Items 1, 2 and 4 of the suite on an NVIDIA GPU: CUDA and TensorRT execution providers, fp16 bundles.
 
-``bash scripts/bench_gpu.sh`` sets up ``.venv-gpu`` (onnxruntime-gpu, CuPy, CUDA torch) and runs this;
+``bash scripts/gpu_check.sh`` sets up ``.venv-h200`` (onnxruntime-gpu beside the machine's CuPy and CUDA
+torch) and runs this after ``bench.gpu_checks``;
 everything lands under ``bench/results/gpu/``, one folder per configuration, with an index. The runs
 share one time budget (8 minutes by default): a run that would start after it is spent is listed as not
 run, with the reason. ``--allow-cpu`` runs the same wiring on the CPU providers (a smoke test for CI).
@@ -48,7 +49,7 @@ def main(
     available = ort.get_available_providers()
     if "CUDAExecutionProvider" not in available and not allow_cpu:
         raise typer.BadParameter(
-            f"ONNX Runtime has no CUDA provider here ({', '.join(available)}): run scripts/bench_gpu.sh on a "
+            f"ONNX Runtime has no CUDA provider here ({', '.join(available)}): run scripts/gpu_check.sh on a "
             "machine with an NVIDIA GPU (it installs onnxruntime-gpu), or pass --allow-cpu for a smoke test"
         )
     began = time.monotonic()
