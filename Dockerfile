@@ -16,13 +16,19 @@
 #   docker run --rm -p 8000:8000 -v "$PWD/model_repository:/models:ro" -v lit-labels:/data lit-gateway
 #   docker run --rm -p 8000:8000 --gpus all lit-gateway:gpu
 #
-# ONNXRUNTIME=gpu builds on CUDA_IMAGE, NVIDIA's CUDA 12 runtime with cuDNN 9: onnxruntime-gpu from PyPI
-# is built for CUDA 12 + cuDNN 9 and CuPy (cupy-cuda12x) compiles its kernels with that image's NVRTC, so
-# both find every library they load in the image itself instead of in pip-installed nvidia-* wheels
-# (whose versions pip would pick independently of what ONNX Runtime was built against). CUDA 12.6 is also
-# what Triton 24.10 (docker-compose.yml) uses, so one host driver serves both. That image is Ubuntu 24.04,
-# whose Python is 3.12 (the project needs >= 3.11). The TensorRT execution provider needs TensorRT's
-# libraries, which this image does not carry: use Triton (`lit-train promote --tensorrt`) for TensorRT.
+# ONNXRUNTIME=gpu builds on CUDA_IMAGE, NVIDIA's CUDA 13.0 base image (Ubuntu 24.04, whose Python is 3.12; the
+# project needs >= 3.11). The gpu extra brings the CUDA 13 libraries as NVIDIA's wheels, in the versions
+# onnxruntime-gpu's own `cuda` and `cudnn` extras ask for (cudart, cuBLAS, cuFFT, cuRAND, NVRTC, cuDNN 9):
+# ONNX Runtime loads them with onnxruntime.preload_dlls() and CuPy (cupy-cuda13x) finds them, headers
+# included, with cuda-pathfinder, so no CUDA runtime or cuDNN image is needed (it would be a second copy of
+# them, in versions pip does not see). The base image adds CUDA_VERSION and NVIDIA_REQUIRE_CUDA, with which
+# the NVIDIA container runtime refuses to start the image on a driver too old for CUDA 13.0 (R580 or later)
+# instead of the gateway failing at its first session. One CUDA major everywhere: onnxruntime-gpu 1.28+ is
+# built for CUDA 13.0, and so are CuPy, the NVIDIA wheels, this image and Triton 25.10 (CUDA 13.0.2,
+# docker-compose.yml), so one host driver serves both; scripts/check_cuda_major.py fails the build on any
+# disagreement (and tests/test_cuda_major.py checks the pins). The TensorRT execution provider needs
+# TensorRT's libraries, which this image does not carry: use Triton (`lit-train promote --tensorrt`) for
+# TensorRT.
 #
 # train: `lit-train` with the extras `train` and `cpu` (torch 2.14.1 and torchvision 0.29.1 from PyPI,
 # whose Linux x86_64 wheels bring CUDA and NCCL as nvidia-* wheels, so it trains on GPUs without a CUDA
@@ -38,7 +44,7 @@
 # writable) by that uid, or run with --user "$(id -u):$(id -g)" -e HOME=/tmp.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
+ARG CUDA_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04
 ARG ONNXRUNTIME=cpu
 
 # ---- One base per ONNX Runtime extra: stage `cpu` or `gpu`, picked by ONNXRUNTIME -----------------------
@@ -91,12 +97,15 @@ CMD ["--help"]
 FROM ${ONNXRUNTIME} AS gateway-builder
 ARG ONNXRUNTIME
 COPY --from=source /src /src
+COPY scripts/check_cuda_major.py /src/scripts/
 WORKDIR /src
-# Fails the build if anything pulled torch in: the gateway never needs it.
+# Fails the build if anything pulled torch in (the gateway never needs it), if the ONNX Runtime installed is
+# not the one asked for, or if the GPU pieces (and the base image's CUDA_VERSION) disagree on the CUDA major.
 RUN --mount=type=cache,target=/root/.cache/pip \
     python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install ".[serve,triton,${ONNXRUNTIME}]" \
     && /opt/venv/bin/pip check \
+    && /opt/venv/bin/python scripts/check_cuda_major.py --onnxruntime "${ONNXRUNTIME}" \
     && /opt/venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') and 'torch in')"
 # Readable by the unprivileged user whatever the permissions in the build context were.
 COPY model_repository /models

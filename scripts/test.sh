@@ -13,6 +13,15 @@ PYTHON="${PYTHON:-python3.11}"
 .venv/bin/python -m pip install --quiet --no-deps "nvidia-pytriton==0.7.0"
 [ -d .venv/triton-stub-packages/numpy ] ||
   .venv/bin/python -m pip install --quiet --no-deps --target .venv/triton-stub-packages "numpy==1.26.4"
+# The real gpu extra (onnxruntime-gpu, CuPy) with the gateway, in a venv of its own: onnxruntime-gpu and
+# onnxruntime provide the same module and must never share one. tests/test_cuda_major.py runs
+# scripts/check_cuda_major.py in it. Without the extra's NVIDIA CUDA 13 wheels: they would make it 2.7 GB,
+# and this machine has no GPU to load them on.
+[ -x .venv-gpu/bin/python ] || "$PYTHON" -m venv .venv-gpu
+.venv-gpu/bin/python -m pip install --quiet --upgrade pip
+GPU_EXTRA="$(.venv/bin/python scripts/check_cuda_major.py --gpu-extra-without-nvidia-wheels pyproject.toml)"
+mapfile -t GPU_EXTRA <<<"$GPU_EXTRA"
+.venv-gpu/bin/python -m pip install --quiet -e ".[serve]" "${GPU_EXTRA[@]}"
 # docker-compose 1.29 (for `docker-compose config`) needs PyYAML 5.3, so it gets a venv of its own.
 [ -x .venv-compose/bin/docker-compose ] || {
   "$PYTHON" -m venv .venv-compose

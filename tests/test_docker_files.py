@@ -530,7 +530,7 @@ def test_gateway_environment_is_valid_settings(compose: dict, monkeypatch, name)
 
 def test_triton(compose: dict):
     triton = compose["services"]["triton"]
-    assert triton["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert triton["image"] == "nvcr.io/nvidia/tritonserver:25.10-py3"
     assert "--model-repository=/models" in triton["command"]
     assert (REPO_ROOT / "model_repository", "/models", True) in bind_mounts(triton)
     (device,) = triton["deploy"]["resources"]["reservations"]["devices"]

@@ -281,7 +281,7 @@ def test_gateway_probes_use_the_apps_health_routes():
 def test_triton_serves_the_same_repository_on_a_gpu():
     triton, gateway = one("Deployment", "lit-triton"), one("Deployment", "lit-gateway")
     c = container(triton)
-    assert c["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert c["image"] == "nvcr.io/nvidia/tritonserver:25.10-py3"
     assert c["command"] == ["tritonserver"]
     args = c["args"]
     for arg in ("--model-repository=/models", "--model-control-mode=poll", "--repository-poll-secs=10"):

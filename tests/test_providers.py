@@ -124,7 +124,7 @@ def test_with_onnxruntime_gpu_but_no_cuda_libraries_a_cuda_request_stops_start_u
         stop_process(process)
     text = log.read_text()
     assert code != 0, text
-    assert "provider cuda was requested for the image encoder but did not load" in text
+    assert "provider cuda was requested for the image encoder of lit_demo v1 but did not load" in text
     assert "cannot open shared object file" in text and ".so" in text  # the missing library, by name
     assert "install the gpu extra" in text
 
