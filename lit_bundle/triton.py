@@ -64,7 +64,8 @@ class TritonOptions(BaseModel):
     tensorrt_workspace_bytes: int = Field(default=1 << 30, gt=0)
     tensorrt_cache_dir: str | None = Field(
         default="/tmp/trt-cache",
-        description="engine cache (absolute path on the Triton host); None rebuilds engines on every load",
+        description="engine and timing caches (absolute path on the Triton host); None rebuilds engines, "
+        "timing every layer again, on every load",
     )
     max_queue_size: int = Field(default=0, ge=0, description="0 = unbounded; else overload is rejected")
     warmup: bool = Field(
@@ -150,6 +151,11 @@ def trt_profile_shapes(
 
 
 def _tensorrt(encoder: EncoderSpec, options: TritonOptions, sequence_length: int | None) -> list[str]:
+    """The TensorRT accelerator of Triton's ONNX Runtime backend.
+
+    No CUDA entry is needed after it: for GPU instances the backend always appends the CUDA execution
+    provider after TensorRT, so nodes TensorRT does not take run on CUDA (not on the CPU); a ``cuda``
+    accelerator entry would only set CUDA provider options."""
     params = {
         "precision_mode": "FP16" if options.tensorrt_fp16 else "FP32",
         "max_workspace_size_bytes": str(options.tensorrt_workspace_bytes),
@@ -157,6 +163,11 @@ def _tensorrt(encoder: EncoderSpec, options: TritonOptions, sequence_length: int
     if options.tensorrt_cache_dir is not None:
         params["trt_engine_cache_enable"] = "1"
         params["trt_engine_cache_path"] = options.tensorrt_cache_dir
+        # TensorRT's layer timings, reused whenever an engine is built again (a new version, new profiles),
+        # which makes rebuilds much faster; a cache from another GPU model is not used (trt_force_timing_cache
+        # stays off).
+        params["trt_timing_cache_enable"] = "1"
+        params["trt_timing_cache_path"] = options.tensorrt_cache_dir
     params.update(_trt_profiles(encoder, options, sequence_length))
     return [
         "optimization {",

@@ -57,6 +57,10 @@ class OnnxEncoders:
         # (measured with the ViT-B/32 bundle at 32 clients: 0.86 -> 0.91 of the raw encoder's throughput).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         m = bundle.manifest
+        # ONNX Runtime 1.32's CPU layout optimiser (NCHWc) crashes the process when it opens a float16 text
+        # graph of two or more layers; it only re-lays-out convolutions for the CPU, so fp16 goes without it.
+        on_cpu = not any(key in ACCELERATORS for key in keys)
+        disabled = ["NchwcTransformer"] if on_cpu and m.provenance.get("precision") == "fp16" else []
 
         def session(path: Path, encoder: EncoderSpec, batch: int, what: str) -> ort.InferenceSession:
             trt = (
@@ -64,7 +68,9 @@ class OnnxEncoders:
                 if "tensorrt" in keys
                 else None
             )
-            created = ort.InferenceSession(str(path), options, providers=session_providers(keys, trt))
+            created = ort.InferenceSession(
+                str(path), options, providers=session_providers(keys, trt), disabled_optimizers=disabled
+            )
             check_loaded(created, keys, named, f"{what} encoder of {m.name} v{m.version}")
             return created
 

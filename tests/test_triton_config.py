@@ -57,6 +57,20 @@ OPTION_SETS = {
 }
 
 
+# The TensorRT accelerator parameters the backend parses (onnxruntime_backend src/onnxruntime.cc and README).
+TRT_PARAMETERS = {
+    "precision_mode",
+    "max_workspace_size_bytes",
+    "trt_engine_cache_enable",
+    "trt_engine_cache_path",
+    "trt_timing_cache_enable",
+    "trt_timing_cache_path",
+    "trt_profile_min_shapes",
+    "trt_profile_opt_shapes",
+    "trt_profile_max_shapes",
+}
+
+
 def _params(config) -> dict[str, str]:
     (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert accelerator.name == "tensorrt"
@@ -97,11 +111,18 @@ def test_generated_config_round_trips(encoder: EncoderSpec, name: str) -> None:
         params = _params(config)
         assert params["precision_mode"] == ("FP16" if options.tensorrt_fp16 else "FP32")
         assert params["max_workspace_size_bytes"] == str(options.tensorrt_workspace_bytes)
+        caches = (
+            "trt_engine_cache_enable",
+            "trt_engine_cache_path",
+            "trt_timing_cache_enable",
+            "trt_timing_cache_path",
+        )
         if options.tensorrt_cache_dir is None:
-            assert "trt_engine_cache_enable" not in params and "trt_engine_cache_path" not in params
-        else:
-            assert params["trt_engine_cache_enable"] == "1"
-            assert params["trt_engine_cache_path"] == options.tensorrt_cache_dir
+            assert not set(caches) & set(params)
+        else:  # engines and TensorRT's layer timings in the same persistent folder
+            assert [params[key] for key in caches] == ["1", options.tensorrt_cache_dir] * 2
+        # Keys Triton's ONNX Runtime backend accepts for its TensorRT accelerator (any other fails the load).
+        assert set(params) <= TRT_PARAMETERS
         first = encoder.inputs[0]
         dims = "x".join(map(str, first.shape[1:]))
         assert params["trt_profile_max_shapes"].startswith(f"{first.name}:{options.max_batch_size}x{dims}")
