@@ -126,7 +126,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     LIT_HOST=0.0.0.0 \
     LIT_PORT=8000 \
     LIT_REPOSITORY=/models \
-    LIT_LABEL_STORE=/data/label_sets
+    LIT_LABEL_STORE=/data/label_sets \
+    LIT_TRT_CACHE_DIR=/data/trt-cache
 VOLUME ["/data"]
 WORKDIR /home/lit
 USER 10001:10001
