@@ -181,17 +181,12 @@ def prometheus(url: str) -> dict[str, float]:
 # -- the raw encoder ------------------------------------------------------------------------------
 
 
-def ort_session(model: Path, providers: Sequence[str], threads: int) -> Any:
-    """An ONNX Runtime session with the gateway's options: its provider choice and intra-op threads
-    (``service.onnx_backend.OnnxEncoders``)."""
-    import onnxruntime as ort
+def ort_session(bundle: Any, which: str, providers: Sequence[str], threads: int) -> Any:
+    """The bundle's ``image`` or ``text`` ONNX Runtime session exactly as the gateway opens it (its
+    ``OnnxEncoders``: providers and their options, intra-op threads), so raw and gateway compare alike."""
+    from service.onnx_backend import OnnxEncoders
 
-    from service.providers import choose_providers
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    chosen = choose_providers(list(providers), ort.get_available_providers())
-    return ort.InferenceSession(str(model), options, providers=chosen)
+    return getattr(OnnxEncoders(bundle, list(providers), threads), which)
 
 
 def time_raw_encoder(
@@ -334,7 +329,7 @@ def bench_bundle(
     manifest = bundle.manifest
     size = manifest.preprocess.size
     input_name = manifest.image_encoder.inputs[0].name
-    session = ort_session(bundle.image_model, providers, threads)
+    session = ort_session(bundle, "image", providers, threads)
     raw = time_raw_encoder(session, input_name, size, plan.batch_sizes, plan.raw_min_s)
     best = max(raw, key=lambda r: r["images_per_s"])
 

@@ -59,7 +59,7 @@ def prompts_for(labels: Sequence[str], templates: Sequence[str]) -> list[str]:
 
 
 def time_raw_text_encoder(
-    model: Path,
+    bundle: Any,
     tokenizer: Any,
     prompts: Sequence[str],
     plan: Plan,
@@ -67,7 +67,7 @@ def time_raw_text_encoder(
     threads: int,
 ) -> list[dict[str, float]]:
     """Prompts/s of tokenise + encode at each batch size, cycling through ``prompts``."""
-    session = ort_session(model, providers, threads)
+    session = ort_session(bundle, "text", providers, threads)
     position = 0
 
     def encode(batch: int) -> None:
@@ -151,7 +151,7 @@ def bench_bundle(
 
     bundle = load_bundle(repository)
     prompts = prompts_for(benchmark_labels(plan.labels), templates)
-    raw = time_raw_text_encoder(bundle.text_model, bundle.load_tokenizer(), prompts, plan, providers, threads)
+    raw = time_raw_text_encoder(bundle, bundle.load_tokenizer(), prompts, plan, providers, threads)
     best = max(raw, key=lambda r: r["prompts_per_s"])
     registrations = time_gateway(repository, plan, templates, providers, threads, work)
     median = sorted(registrations, key=lambda r: r["prompts_per_s"])[len(registrations) // 2]

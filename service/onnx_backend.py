@@ -24,6 +24,7 @@ from service.providers import (
     ACCELERATORS,
     PROVIDERS,
     check_loaded,
+    cuda_options,
     preload_nvidia_libraries,
     requested_keys,
     session_providers,
@@ -60,7 +61,9 @@ class OnnxEncoders:
         # ONNX Runtime 1.32's CPU layout optimiser (NCHWc) crashes the process when it opens a float16 text
         # graph of two or more layers; it only re-lays-out convolutions for the CPU, so fp16 goes without it.
         on_cpu = not any(key in ACCELERATORS for key in keys)
-        disabled = ["NchwcTransformer"] if on_cpu and m.provenance.get("precision") == "fp16" else []
+        precision = m.provenance.get("precision", "fp32")
+        disabled = ["NchwcTransformer"] if on_cpu and precision == "fp16" else []
+        cuda = cuda_options(precision)
 
         def session(path: Path, encoder: EncoderSpec, batch: int, what: str) -> ort.InferenceSession:
             trt = (
@@ -69,7 +72,7 @@ class OnnxEncoders:
                 else None
             )
             created = ort.InferenceSession(
-                str(path), options, providers=session_providers(keys, trt), disabled_optimizers=disabled
+                str(path), options, providers=session_providers(keys, trt, cuda), disabled_optimizers=disabled
             )
             check_loaded(created, keys, named, f"{what} encoder of {m.name} v{m.version}")
             return created

@@ -120,9 +120,19 @@ def tensorrt_options(
     return options
 
 
-def session_providers(keys: Sequence[str], tensorrt: dict[str, Any] | None) -> list[Provider]:
+def cuda_options(precision: str) -> dict[str, Any]:
+    """CUDA provider options: a float32 bundle computes in float32, not TF32 (which ONNX Runtime turns on
+    by default on Ampere and later: ~1e-3 off, where the contract is 1e-4 to the CPU); a float16 bundle is
+    the fast path."""
+    return {"use_tf32": "0"} if precision != "fp16" else {}
+
+
+def session_providers(
+    keys: Sequence[str], tensorrt: dict[str, Any] | None, cuda: dict[str, Any] | None = None
+) -> list[Provider]:
     """The ``providers`` argument of ``InferenceSession`` for ``keys``."""
-    return [(PROVIDERS[k], tensorrt or {}) if k == "tensorrt" else PROVIDERS[k] for k in keys]
+    options = {"tensorrt": tensorrt or {}, "cuda": cuda or {}}
+    return [(PROVIDERS[k], options[k]) if options.get(k) else PROVIDERS[k] for k in keys]
 
 
 def check_loaded(session: ort.InferenceSession, keys: Sequence[str], named: bool, what: str) -> None:

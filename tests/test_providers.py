@@ -20,6 +20,7 @@ from service.providers import (
     ProviderError,
     check_loaded,
     choose_providers,
+    cuda_options,
     load_error,
     session_providers,
     tensorrt_options,
@@ -58,6 +59,9 @@ def test_tensorrt_gets_fp16_caches_and_profiles_from_the_manifest(tmp_path: Path
     assert text["trt_profile_max_shapes"] == f"input_ids:256x{length},attention_mask:256x{length}"
     providers = session_providers(["tensorrt", "cuda", "cpu"], text)
     assert providers == [(TRT, text), CUDA, CPU]
+    fp32 = session_providers(["tensorrt", "cuda", "cpu"], text, cuda_options("fp32"))
+    assert fp32 == [(TRT, text), (CUDA, {"use_tf32": "0"}), CPU]  # float32 means float32, not TF32
+    assert session_providers(["cuda", "cpu"], None, cuda_options("fp16")) == [CUDA, CPU]
 
 
 class FakeSession:
