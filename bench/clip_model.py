@@ -1,6 +1,6 @@
 """A randomly initialised CLIP with ViT-B/32 sizes, built offline, and its imported serving bundle.
 
-Benchmarks need an encoder of realistic cost (DESIGN.md §10) but nothing may come from a model hub, so
+Benchmarks need an encoder of realistic cost but nothing may come from a model hub, so
 :func:`build_clip` saves a ``transformers.CLIPModel`` with ``CLIPConfig``'s default (ViT-B/32) sizes and
 random, seeded weights, with a ``CLIPProcessor``: CLIP's image-processor defaults and CLIP's own
 byte-level BPE tokenizer over a small vocabulary. That vocabulary holds every byte plus one merged token

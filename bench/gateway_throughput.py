@@ -10,7 +10,7 @@ label set registered beforehand, so every label embedding is cached and the text
 That is the realistic call (a fixed label set, many images); ``/v1/embed/image`` would skip only the
 label-set lookup and a 1 x D by D x L product. Images are JPEG photos (1600x1200, about 195 KB, made
 from the photo matplotlib ships), so decoding and resizing are part of the gateway's work, as in
-production (DESIGN.md §10).
+production.
 
 Ratio = gateway images/s / raw-encoder images/s at its best batch size, with latency p50/p95/p99 beside
 it. Machines drift (other tenants, clocks), so the raw encoder is timed again at its best batch size

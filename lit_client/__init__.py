@@ -1,4 +1,4 @@
-"""Python client of the LiT zero-shot gateway (HTTP API v1, DESIGN.md §4): ``LitClient``, ``AsyncLitClient``
+"""Python client of the LiT zero-shot gateway (HTTP API v1, see the README): ``LitClient``, ``AsyncLitClient``
 and the ``lit`` command line. Needs only httpx (and typer and rich for the command line)."""
 
 from lit_client.client import AsyncLitClient, LitClient

@@ -1,4 +1,4 @@
-"""Typed results of the /v1 routes (DESIGN.md §4) and the one exception the client raises.
+"""Typed results of the /v1 routes (the gateway's OpenAPI at /docs) and the one exception the client raises.
 
 Each result mirrors its response body field for field, so ``dataclasses.asdict(result)`` is the server's
 JSON. Fields the server adds later are ignored.

@@ -1,4 +1,4 @@
-"""Hugging Face Inference compatibility for the task ``zero-shot-image-classification`` (DESIGN.md §4).
+"""Hugging Face Inference compatibility for the task ``zero-shot-image-classification``.
 
 ``huggingface_hub.InferenceClient(model="http://host:8000/v1/hf/zero-shot-image-classification")`` posts
 to that URL exactly: ``Authorization: Bearer <api_key>`` when it has one, ``Content-Type: application/json``

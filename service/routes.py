@@ -1,4 +1,4 @@
-"""The /v1 routes (DESIGN.md §4): models, classify, embeddings and label sets."""
+"""The /v1 routes: models, classify, embeddings and label sets."""
 
 from __future__ import annotations
 

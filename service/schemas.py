@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (DESIGN.md §4), with OpenAPI examples."""
+"""Request and response bodies of the HTTP API, with OpenAPI examples."""
 
 from __future__ import annotations
 

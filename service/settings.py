@@ -86,7 +86,7 @@ class Settings(BaseSettings):
         description="folder, file:///dir, sqlite:///path.db, or redis://host:6379/0 (shared by replicas)",
     )
 
-    # Limits (DESIGN.md §6)
+    # Limits
     max_body_bytes: int = 20 * 1024 * 1024
     max_images: int = 64
     max_image_pixels: int = 40_000_000

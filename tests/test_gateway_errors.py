@@ -1,4 +1,4 @@
-"""Every error status of DESIGN.md §4, from real gateway processes, with the documented error body.
+"""Every error status of the HTTP API, from real gateway processes, with the documented error body.
 
 Each bad request is sent as JSON (base64 images) and, where it applies, as multipart. Every error must be
 ``{"error": {"code": "<snake_case>", "message": "<non-empty>"}}`` with an ``X-Request-ID`` header, and the
