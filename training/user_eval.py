@@ -180,7 +180,7 @@ def encode_images(
         for batch in _batched(images, IMAGE_BATCH):
             chunks.append(encoders.encode_images(batch))
             bar.update(len(batch))
-    return torch.cat(chunks)
+    return torch.cat(chunks) if chunks else torch.empty(0, 0)
 
 
 @dataclass
@@ -231,10 +231,9 @@ def evaluate_retrieval(
                 digest.update(f"{name}\t{text}\n".encode())
             yield image
 
-    try:
-        image_emb = encode_images(encoders, images(), max_images or None, "retrieval images", progress)
-    except RuntimeError as exc:  # torch.cat of nothing: the split is empty
-        raise EvaluationError(f"retrieval set {source.describe()} holds no pairs") from exc
+    image_emb = encode_images(encoders, images(), max_images or None, "retrieval images", progress)
+    if not captions:
+        raise EvaluationError(f"retrieval set {source.describe()} holds no pairs")
     text_emb = torch.cat([encoders.encode_texts(batch) for batch in _batched(captions, 256)])
     metrics = retrieval_recall(image_emb, text_emb, text_image=torch.tensor(owners))
     data = EvaluationData(
