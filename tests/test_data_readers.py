@@ -14,14 +14,8 @@ import webdataset as wds
 from PIL import Image
 
 from lit_bundle.preprocess import PreprocessSpec, preprocess_image
-from training.data.pairs import (
-    DataError,
-    ManifestPairs,
-    WebDatasetPairs,
-    collate_pairs,
-    pixel_transform,
-    webdataset_fingerprint,
-)
+from training.data.pairs import DataError, ManifestPairs, collate_pairs, pixel_transform
+from training.data.webdataset import WebDatasetPairs, webdataset_fingerprint
 
 SPEC = PreprocessSpec(size=16)
 TRANSFORM = pixel_transform(SPEC)

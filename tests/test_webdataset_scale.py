@@ -23,8 +23,9 @@ from tests import wds_worker
 from tests.helpers import tiny_config
 from training.checkpoint import latest_checkpoint, load_train_state
 from training.config import DataConfig
-from training.data.pairs import DataError, WebDatasetPairs, expand_shards, webdataset_fingerprint
+from training.data.pairs import DataError
 from training.data.split import in_split
+from training.data.webdataset import WebDatasetPairs, expand_shards, webdataset_fingerprint
 from training.distributed import DistInfo
 from training.feature_cache import FeatureCache
 from training.sources import fingerprint, pair_dataset

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 from lit_bundle.preprocess import PreprocessSpec
 from training import distributed
 from training.config import TrainConfig, load_config
-from training.data.pairs import WebDatasetPairs, pixel_transform
+from training.data.pairs import pixel_transform
+from training.data.webdataset import WebDatasetPairs
 from training.train import train
 
 SEED, EPOCHS, WORKERS = 3, 2, 2

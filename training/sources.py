@@ -11,9 +11,10 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 
 from training.config import DataConfig
-from training.data.pairs import ManifestPairs, WebDatasetPairs
+from training.data.pairs import ManifestPairs
 from training.data.split import Split
 from training.data.synthetic import SyntheticPairs, SyntheticWorld
+from training.data.webdataset import WebDatasetPairs
 
 Transform = Callable[[Image.Image], torch.Tensor]
 

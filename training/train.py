@@ -28,7 +28,8 @@ from lit_bundle import atomic
 from training import batches, distributed
 from training.checkpoint import latest_checkpoint, load_train_state, load_weights, save_checkpoint
 from training.config import TrainConfig
-from training.data.pairs import DataError, WebDatasetPairs, collate_pairs, pixel_transform
+from training.data.pairs import DataError, collate_pairs, pixel_transform
+from training.data.webdataset import WebDatasetPairs
 from training.factory import build_model
 from training.feature_cache import CachedFeatures, FeatureCache, cache_key
 from training.model import LiTModel, image_locked, image_pretrained

@@ -26,8 +26,9 @@ from tqdm import tqdm
 from lit_bundle.manifest import EvaluationData
 from training.config import DataConfig, EvaluationConfig, TrainConfig
 from training.data.labelled import IMAGE_SUFFIXES, LabelledSet
-from training.data.pairs import ManifestPairs, WebDatasetPairs, expand_shards
+from training.data.pairs import ManifestPairs
 from training.data.split import Split
+from training.data.webdataset import WebDatasetPairs, expand_shards
 from training.encoders import Encoders
 from training.evaluate import (
     build_classifier,

@@ -5,13 +5,11 @@ from training.data.pairs import (
     ManifestPairs,
     PairBatch,
     PixelTransform,
-    WebDatasetPairs,
     collate_pairs,
-    expand_shards,
     pixel_transform,
-    webdataset_fingerprint,
 )
 from training.data.synthetic import COLOURS, SHAPES, SyntheticPairs, SyntheticWorld
+from training.data.webdataset import WebDatasetPairs, expand_shards, webdataset_fingerprint
 
 __all__ = [
     "COLOURS",
