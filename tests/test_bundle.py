@@ -26,6 +26,7 @@ from lit_bundle.signature import check_signature
 from tests.gateway_server import running_gateway
 from tests.helpers import TINY_IMAGE, tiny_config
 from training import export as export_module
+from training import onnx_graphs
 from training.cli import app
 from training.config import ImageTowerConfig
 from training.data.pairs import pixel_transform
@@ -229,14 +230,14 @@ def _perturb_image_weights(path: Path) -> None:
 def test_fp16_gate_refuses_a_damaged_graph_naming_the_worst_row(
     tmp_path: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    convert = export_module._to_fp16
+    convert = onnx_graphs.to_fp16
 
     def damaged(path: Path) -> None:
         convert(path)
         if path.parent.parent.name.endswith("_image"):
             _perturb_image_weights(path)
 
-    monkeypatch.setattr(export_module, "_to_fp16", damaged)
+    monkeypatch.setattr(onnx_graphs, "to_fp16", damaged)
     request = request_from_checkpoint(checkpoint, "half", progress=False)
     with pytest.raises(ExportError) as info:
         export_bundle(request, tmp_path, fp16=True)
@@ -305,7 +306,7 @@ def test_uint8_pixels_feed_only_a_cast(
     graph that transposes first."""
     for repo, name in ((repository, "tiny"), (half, "half")):
         path = repo / load_bundle(repo, name).manifest.image_encoder.file
-        export_module.check_cast_first(path)
+        onnx_graphs.check_cast_first(path)
         graph = onnx.load(str(path)).graph
         assert [n.op_type for n in graph.node if "pixels" in n.input] == ["Cast"]
 
@@ -314,7 +315,7 @@ def test_uint8_pixels_feed_only_a_cast(
     bad = tmp_path / "transpose_first.onnx"
     export_module._export(graph, (torch.zeros(2, 32, 32, 3, dtype=torch.uint8),), bad, ["pixels"])
     with pytest.raises(ExportError, match=r"uint8 input 'pixels' feeds Transpose .*only into a Cast"):
-        export_module.check_cast_first(bad)
+        onnx_graphs.check_cast_first(bad)
 
 
 def test_export_refuses_a_graph_that_transposes_first(
