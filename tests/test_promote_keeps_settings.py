@@ -249,9 +249,9 @@ def test_a_layout_the_splice_cannot_follow_still_keeps_every_setting(
     repository: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Should editing the text in place ever go wrong, the protobuf itself is written (comments lost)."""
-    import lit_bundle.triton as triton
+    from lit_bundle import pbtxt
 
-    monkeypatch.setattr(triton, "_splice", lambda text, fields: text.replace("count: 4", "count: 5"))
+    monkeypatch.setattr(pbtxt, "splice", lambda text, fields: text.replace("count: 4", "count: 5"))
     old = parse_config(_config(repository, "demo_image").read_text())
     promote(repository, NAME, 2)
     text = _config(repository, "demo_image").read_text()
