@@ -6,6 +6,7 @@ Each check passes or fails with its figures; together they prove what the GPU pa
 - ``sessions``: CUDA (and TensorRT, when its libraries are there) sessions really run on the device;
 - ``parity``: the CLIP ViT-B/32-sized bundle's embeddings on the GPU equal the CPU's (1e-4) and so do
   its scores;
+- ``handoff``: image embeddings stay on the GPU from the encoder to CuPy (IO binding) and equal a plain run;
 - ``scoring``: CuPy scoring equals NumPy's at 10, 1,000 and 50,000 labels (and how long each takes);
 - ``fp16``: the float16 bundle passes its export gate on the GPU (worst cosine to fp32 recorded);
 - ``gateway``: the gateway end to end on CUDA with GPU scoring answers what the CPU reference answers.
@@ -148,6 +149,30 @@ def check_parity(ctx: Context) -> Outcome:
     return Outcome("parity", passed, ", ".join(f"{k} max diff {v:.2e}" for k, v in diffs.items()), diffs)
 
 
+def check_handoff(ctx: Context) -> Outcome:
+    """Image embeddings reach the scorer as device arrays (IO binding, no host copy), equal to a plain run."""
+    import asyncio
+
+    from service.device_handoff import to_host
+    from service.scoring import gpu_array_module
+
+    xp, why = gpu_array_module() if ctx.gpu else (np, "")
+    if xp is None:
+        return Outcome("handoff", False, f"no CuPy: {why}")
+    encoders = _sessions(ctx, ctx.accelerated)
+    pixels = _pixels(ctx, 8)
+    plain = encoders.image.run(None, {"pixels": pixels})[0]
+    if not encoders.keep_image_embeddings_on(xp):
+        return Outcome(
+            "handoff", False, f"{encoders.providers()[0]} would not bind its output for {xp.__name__}"
+        )
+    got = asyncio.run(encoders.encode_images(pixels))
+    kind = type(got).__module__.split(".")[0]
+    diff = float(np.abs(to_host(got) - plain).max())
+    passed = diff <= 1e-6 and kind == ("cupy" if ctx.gpu else "numpy")
+    return Outcome("handoff", passed, f"{kind} array, max diff to session.run {diff:.2e}", {"max_diff": diff})
+
+
 def check_scoring(ctx: Context) -> Outcome:
     """CuPy vs NumPy scoring at 10, 1,000 and 50,000 labels: the same top-5 and probabilities."""
     from service.scoring import Scorer, gpu_array_module
@@ -224,6 +249,7 @@ CHECKS: list[Callable[[Context], Outcome]] = [
     check_refusal,
     check_sessions,
     check_parity,
+    check_handoff,
     check_scoring,
     check_fp16,
     check_gateway,

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.device_handoff import concatenate
+
 
 @dataclass
 class _Job:
@@ -80,7 +82,7 @@ class Batcher:
                     chunk = batch[start : start + self.max_batch]
                     self._on_batch(len(chunk))
                     outputs.append(await self._run(chunk))
-                result = np.concatenate(outputs)
+                result = concatenate(outputs)
             except Exception as exc:  # the batch fails for every caller in it, the worker lives on
                 for job in live:
                     if not job.future.done():

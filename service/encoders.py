@@ -8,7 +8,8 @@ cache and scoring either way, so the two give the same scores on the same bundle
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from types import ModuleType
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -39,8 +40,13 @@ class Encoders(Protocol):
     compiles_shapes: bool
     """True when each new input shape costs a compilation (CUDA, TensorRT): batches then come in buckets."""
 
-    async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        """L2-normalised embeddings ``(N, D)`` of uint8 ``(N, H, W, 3)`` pixels."""
+    def keep_image_embeddings_on(self, xp: ModuleType) -> bool:
+        """Return image embeddings as ``xp`` arrays from now on (a GPU scorer's CuPy, so they never leave
+        the device); False when this backend cannot."""
+
+    async def encode_images(self, pixels: np.ndarray) -> Any:
+        """L2-normalised embeddings ``(N, D)`` of uint8 ``(N, H, W, 3)`` pixels (a device array after
+        ``keep_image_embeddings_on``)."""
 
     async def encode_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """L2-normalised embeddings ``(N, D)`` of tokenised texts."""

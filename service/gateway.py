@@ -19,6 +19,7 @@ from lit_bundle.repository import CONFIG_FILE, active_version, resolve_bundle
 from service.backlog import Backlog, QueueFull
 from service.batcher import Batcher
 from service.decode import DecodeLimits, decode_image
+from service.device_handoff import to_host
 from service.encoders import BackendConfigError, BackendError, BackendUnavailable
 from service.errors import ApiError
 from service.label_store import (
@@ -120,6 +121,8 @@ class Gateway:
 
     def _serve(self, runtime: ModelRuntime) -> ServedModel:
         """The embedded backend batches here, per version; Triton batches with its own batcher."""
+        if self.scorer.device == "gpu" and runtime.encoders.keep_image_embeddings_on(self.scorer.xp):
+            log.info("image embeddings stay on the GPU from encoder to scorer (IO binding)")
         batcher = None
         if self.settings.backend == "onnxruntime":
 
@@ -442,4 +445,6 @@ def _templates(served: ServedModel, templates: Sequence[str] | None) -> tuple[st
 
 
 def _embed_response(served: ServedModel, embeddings: np.ndarray) -> EmbedResponse:
-    return EmbedResponse(model=served.ref(), dim=int(embeddings.shape[1]), embeddings=embeddings.tolist())
+    return EmbedResponse(
+        model=served.ref(), dim=int(embeddings.shape[1]), embeddings=to_host(embeddings).tolist()
+    )

@@ -12,6 +12,8 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -19,6 +21,7 @@ import onnxruntime as ort
 from lit_bundle.manifest import EncoderSpec
 from lit_bundle.repository import Bundle
 from lit_bundle.signature import check_signature
+from service.device_handoff import DeviceOutput
 from service.encoders import TEXT_BATCH
 from service.providers import (
     ACCELERATORS,
@@ -83,6 +86,7 @@ class OnnxEncoders:
         check_signature(bundle.image_model, bundle.manifest.image_encoder, self.image)
         check_signature(bundle.text_model, bundle.manifest.text_encoder, self.text)
         self.image_input = bundle.manifest.image_encoder.inputs[0].name
+        self._image_output: DeviceOutput | None = None
         self._image_thread = ThreadPoolExecutor(1, thread_name_prefix="image-encoder")
         self._text_thread = ThreadPoolExecutor(1, thread_name_prefix="text-encoder")
         log.info(
@@ -92,10 +96,23 @@ class OnnxEncoders:
             self.providers(),
         )
 
-    async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        run = self.image.run
-        feeds = {self.image_input: pixels}
-        return (await asyncio.get_running_loop().run_in_executor(self._image_thread, run, None, feeds))[0]
+    def keep_image_embeddings_on(self, xp: ModuleType) -> bool:
+        """From now on return image embeddings as ``xp`` arrays where the encoder ran (IO binding; CuPy on
+        CUDA or TensorRT, NumPy on the CPU), or False when ``xp`` cannot reach that memory."""
+        device = "cuda" if self.compiles_shapes else "cpu"
+        if (xp is np) != (device == "cpu"):
+            return False
+        self._image_output = DeviceOutput(self.image, xp, device)
+        return True
+
+    def _run_image(self, pixels: np.ndarray) -> Any:
+        if self._image_output is not None:
+            return self._image_output.run(pixels)
+        return self.image.run(None, {self.image_input: pixels})[0]
+
+    async def encode_images(self, pixels: np.ndarray) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._image_thread, self._run_image, pixels)
 
     async def encode_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from service.device_handoff import to_host
 from service.encoders import BackendConfigError
 
 log = logging.getLogger(__name__)
@@ -140,9 +141,6 @@ class Scorer:
         weights = xp.exp(logits - logits.max(axis=1, keepdims=True))
         return weights / weights.sum(axis=1, keepdims=True)
 
-    def _host(self, array: Any) -> np.ndarray:
-        return array.get() if hasattr(array, "get") else np.asarray(array)
-
     def probabilities(
         self,
         image_emb: Any,
@@ -156,7 +154,7 @@ class Scorer:
 
         ``label_matrix`` may be None when ``key`` names a matrix the scorer already holds.
         """
-        return self._host(self._probabilities(image_emb, label_matrix, scale, bias, loss, key))
+        return to_host(self._probabilities(image_emb, label_matrix, scale, bias, loss, key))
 
     def top_k(
         self,
@@ -174,4 +172,4 @@ class Scorer:
         probs = self._probabilities(image_emb, label_matrix, scale, bias, loss, key)
         k = min(k, probs.shape[1])
         order = xp.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return self._host(order), self._host(xp.take_along_axis(probs, order, axis=1))
+        return to_host(order), to_host(xp.take_along_axis(probs, order, axis=1))

@@ -14,6 +14,7 @@ import asyncio
 import importlib
 import logging
 from collections.abc import Awaitable, Callable
+from types import ModuleType
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -192,6 +193,9 @@ class TritonEncoders:
 
         parts = await asyncio.gather(*(infer_chunk(start) for start in range(0, size, limit)))
         return np.concatenate(parts)
+
+    def keep_image_embeddings_on(self, xp: ModuleType) -> bool:
+        return False  # embeddings arrive over the network, in host memory
 
     async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         return await self._infer(self.image_spec, {self.image_spec.inputs[0].name: pixels})
