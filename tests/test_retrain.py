@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from lit_bundle.repository import CONFIG_FILE, active_version, load_bundle, versions
 from training.cli import app
-from training.retrain import DRY_RUN_CONFIG, gate_checks
+from training.retrain import DRY_RUN_CONFIG, GateData, RetrainOptions, gate_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = ROOT / "model_repository"
@@ -92,6 +92,7 @@ def test_dry_run_promotes_a_new_version_in_a_temporary_copy(dry_run: DryRun) -> 
     assert [c["passed"] for c in data["checks"]] == [True, True]
     assert data["previous_version"] is None and data["new_version"] == data["active_version"] == 1
     assert data["published_identical_to_gated"] is True
+    assert data["options"]["name"] == "lit_demo" and data["options"]["dry_run"] is True  # what was asked
     # the ONNX bundle scores what torch scored on the same held-out images
     assert math.isclose(
         data["candidate"]["heldout_top1"], data["training_metrics"]["heldout_top1"], abs_tol=0.01
@@ -159,6 +160,35 @@ def test_gate_rules() -> None:
     assert failed(0.95, 0.80, 0.0, 0.90, 3) == []  # a gain always passes
     assert failed(0.70, 0.80, 0.01, 0.90, 3) == ["min_accuracy", "regression"]
     assert failed(float("nan"), 0.0, 1.0, 0.5, 1) == ["min_accuracy", "regression"]
+
+
+def test_the_cli_builds_one_options_object(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import training.retrain
+
+    seen: list[RetrainOptions] = []
+
+    def fake_retrain(options: RetrainOptions, *, triton: object = None) -> None:
+        seen.append(options)
+        raise ValueError("stopped before training")
+
+    monkeypatch.setattr(training.retrain, "retrain", fake_retrain)
+    args = ["retrain", "--dry-run", "-q", "-r", str(tmp_path), "--name", "mine", "--eval-set", "ev"]
+    flags = ["--gate-metric", "top5", "--min-accuracy", "0.5", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, [*args, *flags, "steps=3", "pretrain.steps=2"])
+    assert result.exit_code == 2 and "stopped before training" in result.output, result.output
+    assert seen == [
+        RetrainOptions(
+            repository=tmp_path,
+            name="mine",
+            overrides=("steps=3", "pretrain.steps=2"),
+            gate=GateData(eval_set="ev", metric="top5"),
+            min_accuracy=0.5,
+            out=tmp_path / "o",
+            dry_run=True,
+            progress=False,
+        )
+    ]
+    assert seen[0].config_file == DRY_RUN_CONFIG and seen[0].max_regression == 0.01
 
 
 def test_refuses_a_used_run_folder_and_a_missing_tower_on_own_data(tmp_path: Path) -> None:

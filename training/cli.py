@@ -445,24 +445,25 @@ def retrain_cmd(
 
     from training.data.pairs import DataError
     from training.export import ExportError
-    from training.retrain import GateData, retrain
+    from training.retrain import GateData, RetrainOptions, retrain
 
     triton = _triton_options(instance_kind, tensorrt)
     try:
-        result = retrain(
-            repository,
-            name,
+        gate = GateData(eval_set=eval_set, classes=classes, retrieval_set=retrieval_set, metric=gate_metric)
+        options = RetrainOptions(
+            repository=repository,
+            name=name,
             config=config,
-            gate=GateData(eval_set, classes, retrieval_set, gate_metric),
-            overrides=overrides or [],
+            overrides=overrides or (),
+            gate=gate,
             min_accuracy=min_accuracy,
             max_regression=max_regression,
             out=out,
             report_dir=report_dir,
             dry_run=dry_run,
-            triton=triton,
             progress=not quiet,
         )
+        result = retrain(options, triton=triton)
     except (DataError, ExportError, ValueError, OSError) as exc:  # config, bundle and retrain errors too
         raise _fail(str(exc)) from None
     table = Table(title=f"retraining gate ({'dry run, ' if dry_run else ''}{result.bundle})")

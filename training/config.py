@@ -1,11 +1,13 @@
 """Typed configuration for every training command, loaded from YAML with ``key=value`` overrides.
 
-Unknown keys and bad values fail fast with the offending dotted key named.
+Unknown keys and bad values fail fast with the offending dotted key named. The user's ``key=value``
+overrides are parsed once, in :func:`load_config`; what code sets is typed (``defaults`` there, or
+:func:`with_updates` on a loaded config), never written as ``key=value`` strings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -180,6 +182,17 @@ class ConfigError(ValueError):
     """A config file or override is wrong; the message names the key and how to fix it."""
 
 
+def _assign(nested: dict[str, Any], key: str, value: Any, what: str) -> None:
+    """Set the dotted ``key`` in ``nested`` (``a.b`` -> ``nested["a"]["b"]``)."""
+    node = nested
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{what} conflicts with an earlier value of {part!r}")
+    node[leaf] = value
+
+
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """Turn ``["a.b=1", "c=x"]`` into a nested dict; values are parsed as YAML scalars."""
     nested: dict[str, Any] = {}
@@ -187,13 +200,17 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not key=value (example: optim.lr=3e-4)")
-        node = nested
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} conflicts with an earlier override of {part!r}")
-        node[leaf] = yaml.safe_load(raw) if raw else ""
+        _assign(nested, key, yaml.safe_load(raw) if raw else "", f"override {item!r}")
+    return nested
+
+
+def nest(updates: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn typed dotted-key values (``{"model.image.weights": path}``) into a nested dict."""
+    nested: dict[str, Any] = {}
+    for key, value in updates.items():
+        if not key or "" in key.split("."):
+            raise ConfigError(f"config key {key!r} is not a dotted key (example: model.image.weights)")
+        _assign(nested, key, value, f"config key {key!r}")
     return nested
 
 
@@ -207,8 +224,31 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_config(cls: type[C], path: Path | None, overrides: Sequence[str] = ()) -> C:
-    """Load ``cls`` from a YAML file (optional) plus overrides, naming the offending key on error."""
+def _validate(cls: type[C], raw: dict[str, Any], where: str = "") -> C:
+    """``cls`` validated from ``raw``; a ConfigError naming every offending dotted key otherwise."""
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<root>"
+            hint = " (unknown key: check its spelling)" if err["type"] == "extra_forbidden" else ""
+            problems.append(f"{key}: {err['msg']}{hint}")
+        raise ConfigError(f"invalid config{where}:\n  " + "\n  ".join(problems)) from None
+
+
+def load_config(
+    cls: type[C],
+    path: Path | None,
+    overrides: Sequence[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> C:
+    """Load ``cls`` from a YAML file (optional) plus overrides, naming the offending key on error.
+
+    ``defaults`` are typed values the calling code sets (dotted keys, e.g. ``{"out_dir": out}``): they
+    replace the file's and give way to the user's ``key=value`` overrides. Values the code must set
+    whatever the user says go through :func:`with_updates` afterwards.
+    """
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -219,14 +259,16 @@ def load_config(cls: type[C], path: Path | None, overrides: Sequence[str] = ()) 
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(raw).__name__}")
-    raw = _merge(raw, parse_overrides(list(overrides)))
-    try:
-        return cls.model_validate(raw)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "<root>"
-            hint = " (unknown key: check its spelling)" if err["type"] == "extra_forbidden" else ""
-            problems.append(f"{key}: {err['msg']}{hint}")
-        source = f" in {path}" if path else ""
-        raise ConfigError(f"invalid config{source}:\n  " + "\n  ".join(problems)) from None
+    raw = _merge(_merge(raw, nest(defaults or {})), parse_overrides(list(overrides)))
+    return _validate(cls, raw, f" in {path}" if path else "")
+
+
+def with_updates(cfg: C, updates: Mapping[str, Any]) -> C:
+    """A copy of ``cfg`` with typed values set at dotted keys, validated again as a whole.
+
+    Unlike ``cfg.model_copy(update=...)``, a wrong key or value raises :class:`ConfigError` naming it.
+    Values the first validation derived from others (``TrainConfig``'s ``data.holdout``) are kept: give
+    the keys they depend on to :func:`load_config` instead.
+    """
+    raw = _merge(cfg.model_dump(), nest(updates))
+    return _validate(type(cfg), raw, " after setting " + ", ".join(updates))

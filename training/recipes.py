@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from lit_bundle.atomic import write_atomic
-from training.config import LitMode, PretrainConfig, TrainConfig, load_config
+from training.config import LitMode, PretrainConfig, TrainConfig, load_config, with_updates
 from training.encoders import TorchEncoders
 from training.factory import load_trained
 from training.model import LiTModel
@@ -99,9 +100,25 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     return pretrain, [o for o in overrides if not o.startswith("pretrain.")]
 
 
-def pretrained_demo_tower(tower: Path, overrides: Sequence[str], progress: bool):
-    cfg = load_config(PretrainConfig, builtin_config("demo_pretrain.yaml"), [*overrides, f"out={tower}"])
-    return pretrain_tower(cfg, progress=progress)
+TOWER_FILE = "tower.safetensors"
+
+
+def demo_pretrain_config(
+    tower: Path, overrides: Sequence[str] = (), defaults: Mapping[str, Any] | None = None
+) -> PretrainConfig:
+    """The demo tower's pretraining config, saving to ``tower``; ``defaults`` give way to ``overrides``."""
+    cfg = load_config(PretrainConfig, builtin_config("demo_pretrain.yaml"), overrides, defaults)
+    return with_updates(cfg, {"out": tower})
+
+
+def demo_config(out: Path, overrides: Sequence[str] = (), mode: LitMode | None = None) -> TrainConfig:
+    """The demo's LiT config on the tower in ``out``: the run goes to ``out/lit``, or ``out/<mode>`` for
+    a mode of the ablation. The user's ``overrides`` win over all of these, as they always have."""
+    out = Path(out)
+    defaults: dict[str, Any] = {"out_dir": out / (mode or "lit"), "model.image.weights": out / TOWER_FILE}
+    if mode is not None:
+        defaults["model.mode"] = mode
+    return load_config(TrainConfig, builtin_config("demo.yaml"), overrides, defaults)
 
 
 def build_demo(out: Path, overrides: Sequence[str] = (), progress: bool = True) -> RunSummary:
@@ -110,16 +127,11 @@ def build_demo(out: Path, overrides: Sequence[str] = (), progress: bool = True) 
     Overrides starting with ``pretrain.`` configure tower pretraining; the others LiT tuning.
     """
     out = Path(out)
-    tower = out / "tower.safetensors"
     pretrain_overrides, overrides = split_overrides(overrides)
     began = time.perf_counter()
-    pre = pretrained_demo_tower(tower, pretrain_overrides, progress)
+    pre = pretrain_tower(demo_pretrain_config(out / TOWER_FILE, pretrain_overrides), progress=progress)
     pretrain_seconds = time.perf_counter() - began
-    cfg = load_config(
-        TrainConfig,
-        builtin_config("demo.yaml"),
-        [f"out_dir={out / 'lit'}", f"model.image.weights={tower}", *overrides],
-    )
+    cfg = demo_config(out, overrides)
     summary = tune_and_evaluate(cfg, progress=progress, title="Demo LiT model")
     summary.evaluation.metrics.update(
         {
@@ -144,16 +156,11 @@ def run_ablation(
     Overrides work as for :func:`build_demo`; every mode gets the same ones.
     """
     out = Path(out)
-    tower = out / "tower.safetensors"
     pretrain_overrides, overrides = split_overrides(overrides)
-    pretrained_demo_tower(tower, pretrain_overrides, progress)
+    pretrain_tower(demo_pretrain_config(out / TOWER_FILE, pretrain_overrides), progress=progress)
     summaries = []
     for mode in modes:
-        cfg = load_config(
-            TrainConfig,
-            builtin_config("demo.yaml"),
-            [f"out_dir={out / mode}", f"model.image.weights={tower}", f"model.mode={mode}", *overrides],
-        )
+        cfg = demo_config(out, overrides, mode)
         summaries.append(tune_and_evaluate(cfg, progress=progress, title=f"LiT ablation: {mode}"))
     rows = [
         {

@@ -15,21 +15,22 @@
    repository and promoted (publish and promote are atomic); export is deterministic, and the report
    records that the published files have the gated candidate's sha256. A failed gate writes nothing
    there: the rejected candidate stays in ``<out>/candidate`` for inspection.
-5. **Report**: ``retrain.md`` and ``retrain.json`` (checks, metrics of both models, versions, timings).
+5. **Report**: ``retrain.md`` and ``retrain.json`` (checks, metrics of both models, versions, timings),
+   written by :mod:`training.retrain_report`.
 
 A dry run does all of this on a small built-in config, for a bundle named ``<name>_dryrun``, in a
-temporary copy of the repository.
+temporary copy of the repository. :class:`RetrainOptions` holds what a run is asked (the command line
+builds it once); the LiT config is loaded once and what the chain sets in it is typed, not ``key=value``.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,18 +38,26 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 
-from lit_bundle.atomic import write_atomic
 from lit_bundle.repository import Bundle, active_version, load_bundle
 from lit_bundle.triton import TritonOptions
-from training.config import TrainConfig, load_config
+from training.config import PretrainConfig, TrainConfig, load_config, with_updates
 from training.data.synthetic import SyntheticPairs
 from training.encoders import BundleEncoders
 from training.evaluate import build_classifier, topk_accuracy, zero_shot_scores
 from training.export import export_bundle
 from training.export_checkpoint import request_from_checkpoint
 from training.model import image_pretrained
-from training.recipes import builtin_config, pretrained_demo_tower, split_overrides, tune_and_evaluate
+from training.pretrain import pretrain_tower
+from training.recipes import (
+    TOWER_FILE,
+    builtin_config,
+    demo_pretrain_config,
+    split_overrides,
+    tune_and_evaluate,
+)
+from training.retrain_report import write_report
 from training.sources import world_for
 from training.templates import load_templates
 from training.user_eval import EvaluationSets, evaluate_sets
@@ -57,7 +66,7 @@ GATE_METRIC = "heldout_top1"
 DEFAULT_CONFIG = builtin_config("demo.yaml")
 DRY_RUN_CONFIG = builtin_config("retrain_dryrun.yaml")
 # Tower pretraining budget of a dry run (the tower's sizes come from the LiT config).
-DRY_RUN_PRETRAIN = ("pretrain.steps=1200", "pretrain.batch_size=64", "pretrain.train_size=8000")
+DRY_RUN_PRETRAIN: dict[str, Any] = {"steps": 1200, "batch_size": 64, "train_size": 8000}
 DRY_RUN_SUFFIX = "_dryrun"
 _EPSILON = 1e-9  # a drop of exactly max_regression passes despite float rounding
 
@@ -196,99 +205,11 @@ class DataGateSet:
         return {key: float(evaluation.metrics[key]) for key in keys}
 
 
-# ----------------------------------------------------------------------------------------------- chain
-
-
-@dataclass
-class RetrainResult:
-    bundle: str
-    repository: Path
-    dry_run: bool
-    passed: bool
-    checks: list[Check]
-    min_accuracy: float
-    max_regression: float
-    gate_metric: str
-    gate_set: dict[str, Any]
-    candidate: dict[str, float]
-    training_metrics: dict[str, float]
-    previous_version: int | None
-    previous: dict[str, float] | None
-    new_version: int | None
-    active_version: int | None
-    out: Path
-    checkpoint: Path
-    config: Path
-    overrides: list[str]
-    source_repository: Path | None = None
-    published_identical_to_gated: bool | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    report: dict[str, Path] = field(default_factory=dict)
-
-
-@contextmanager
-def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
-    began = time.perf_counter()
-    yield
-    timings[key] = round(time.perf_counter() - began, 1)
-
-
-def training_config(
-    config: Path, overrides: Sequence[str], out: Path, progress: bool, timings: dict[str, float]
-) -> TrainConfig:
-    """The LiT config with its run folder in ``out``; pretrains a missing built-in tower into ``out``.
-
-    ``pretrain.*`` overrides configure that pretraining, as for ``lit-train demo``.
-    """
-    pretrain_overrides, overrides = split_overrides(overrides)
-    forced = [f"out_dir={out / 'lit'}"]
-    cfg = load_config(TrainConfig, config, [*overrides, *forced])
-    image = cfg.model.image
-    weights = Path(image.weights) if image.weights is not None else None
-    missing = (
-        image.kind == "builtin" and image_pretrained(cfg.model.mode) and not (weights and weights.is_file())
-    )
-    if missing and cfg.data.kind != "synthetic":
-        raise RetrainError(
-            f"the built-in image tower's weights {weights} do not exist: on your own data, give "
-            "model.image.weights a pretrained tower file, or use a timm or hf tower (model.image.kind)"
-        )
-    if missing:
-        tower = out / "tower.safetensors"
-        sizes = [
-            f"image.image_size={image.image_size}",
-            f"image.width={image.width}",
-            f"data.image_size={cfg.data.synthetic.image_size}",
-        ]
-        with _timed(timings, "pretrain_tower"):
-            pretrained_demo_tower(tower, [*sizes, *pretrain_overrides], progress)
-        cfg = load_config(TrainConfig, config, [*overrides, *forced, f"model.image.weights={tower}"])
-    return cfg
-
-
-def _fresh_out(out: Path | None, dry_run: bool) -> Path:
-    if out is None:
-        if dry_run:
-            return Path(tempfile.mkdtemp(prefix="lit-retrain-dryrun-"))
-        out = Path("runs/retrain") / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    if out.exists() and any(out.iterdir()):
-        raise RetrainError(
-            f"{out} is not empty: give --out a new folder "
-            "(each run keeps its checkpoint, candidate bundle and report there)"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _file_hashes(bundle: Bundle) -> list[str]:
-    m = bundle.manifest
-    return [m.files[m.image_encoder.file], m.files[m.text_encoder.file], m.files[m.text.tokenizer]]
-
-
-@dataclass(frozen=True)
-class GateData:
+class GateData(BaseModel):
     """The evaluation data the operator names for the gate (none: the synthetic world's, for synthetic
     configs). ``metric`` defaults to zero-shot top-1 with a labelled set, else image->text R@1."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     eval_set: str | None = None
     classes: Path | None = None
@@ -314,46 +235,154 @@ class GateData:
         return DataGateSet.for_sets(sets, self.metric)
 
 
-def retrain(
-    repository: Path,
-    name: str,
-    *,
-    config: Path | None = None,
-    gate: GateData | None = None,
-    overrides: Sequence[str] = (),
-    min_accuracy: float = 0.8,
-    max_regression: float = 0.01,
-    out: Path | None = None,
-    report_dir: Path | None = None,
-    dry_run: bool = False,
-    triton: TritonOptions | None = None,
-    progress: bool = True,
-) -> RetrainResult:
-    """Run the chain; the result says whether the gate passed (the caller turns that into an exit code).
+# ----------------------------------------------------------------------------------------------- chain
+
+
+class RetrainOptions(BaseModel):
+    """Everything one retraining run is asked to do (``lit-train retrain`` builds it from its flags).
 
     A dry run works on a temporary copy of ``repository`` (in ``<out>/repository``), for the bundle
-    ``<name>_dryrun``, with the small built-in config unless ``config`` is given. ``triton`` regenerates
-    both ``config.pbtxt`` from these settings on promotion; None keeps their operator settings (as for
-    ``lit-train promote``).
+    ``<name>_dryrun``, with the small built-in config unless ``config`` is given. ``overrides`` are the
+    user's ``key=value`` strings; ``pretrain.key=value`` ones configure a tower pretraining.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    repository: Path = Path("model_repository")
+    name: str = "lit_demo"
+    config: Path | None = Field(default=None, description="default: the demo's; a dry run's small one")
+    overrides: tuple[str, ...] = ()
+    gate: GateData = Field(default_factory=GateData)
+    min_accuracy: float = Field(default=0.8, ge=0.0)
+    max_regression: float = Field(default=0.01, ge=0.0)
+    out: Path | None = Field(default=None, description="a new run folder (default: runs/retrain/<time>)")
+    report_dir: Path | None = Field(default=None, description="default: <out>/report")
+    dry_run: bool = False
+    progress: bool = True
+
+    @property
+    def config_file(self) -> Path:
+        return self.config or (DRY_RUN_CONFIG if self.dry_run else DEFAULT_CONFIG)
+
+
+@dataclass
+class RetrainResult:
+    """The outcome of a run, with the :class:`RetrainOptions` it ran with; ``bundle``, ``repository``
+    and ``config`` are the ones used (for a dry run: ``<name>_dryrun`` in the temporary copy)."""
+
+    options: RetrainOptions
+    bundle: str
+    repository: Path
+    passed: bool
+    checks: list[Check]
+    gate_metric: str
+    gate_set: dict[str, Any]
+    candidate: dict[str, float]
+    training_metrics: dict[str, float]
+    previous_version: int | None
+    previous: dict[str, float] | None
+    new_version: int | None
+    active_version: int | None
+    out: Path
+    checkpoint: Path
+    config: Path
+    source_repository: Path | None = None
+    published_identical_to_gated: bool | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    report: dict[str, Path] = field(default_factory=dict)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    began = time.perf_counter()
+    yield
+    timings[key] = round(time.perf_counter() - began, 1)
+
+
+def _missing_tower(cfg: TrainConfig) -> bool:
+    """A pretrained built-in image tower whose weights file is not there."""
+    image = cfg.model.image
+    weights = Path(image.weights) if image.weights is not None else None
+    present = weights is not None and weights.is_file()
+    return image.kind == "builtin" and image_pretrained(cfg.model.mode) and not present
+
+
+def tower_config(cfg: TrainConfig, tower: Path, overrides: Sequence[str], dry_run: bool) -> PretrainConfig:
+    """The demo tower recipe at ``cfg``'s sizes (a dry run: at its small budget), saving to ``tower``;
+    the user's ``pretrain.*`` ``overrides`` (prefix removed) win over both."""
+    defaults: dict[str, Any] = {
+        "image.image_size": cfg.model.image.image_size,
+        "image.width": cfg.model.image.width,
+        "data.image_size": cfg.data.synthetic.image_size,
+    }
+    if dry_run:
+        defaults.update(DRY_RUN_PRETRAIN)
+    return demo_pretrain_config(tower, overrides, defaults)
+
+
+def training_config(options: RetrainOptions, out: Path, timings: dict[str, float]) -> TrainConfig:
+    """The LiT config with its run folder in ``out``; pretrains a missing built-in tower into ``out``.
+
+    ``pretrain.*`` overrides configure that pretraining, as for ``lit-train demo``. A dry run keeps its
+    feature cache in ``out`` unless the overrides say otherwise.
+    """
+    pretrain_overrides, overrides = split_overrides(options.overrides)
+    defaults = {"cache_dir": out / "cache"} if options.dry_run else None
+    cfg = load_config(TrainConfig, options.config_file, overrides, defaults)
+    updates: dict[str, Any] = {"out_dir": out / "lit"}
+    if _missing_tower(cfg):
+        if cfg.data.kind != "synthetic":
+            raise RetrainError(
+                f"the built-in image tower's weights {cfg.model.image.weights} do not exist: on your own "
+                "data, give model.image.weights a pretrained tower file, or use a timm or hf tower "
+                "(model.image.kind)"
+            )
+        tower = out / TOWER_FILE
+        pretrain_cfg = tower_config(cfg, tower, pretrain_overrides, options.dry_run)
+        with _timed(timings, "pretrain_tower"):
+            pretrain_tower(pretrain_cfg, progress=options.progress)
+        updates["model.image.weights"] = tower
+    return with_updates(cfg, updates)
+
+
+def _fresh_out(out: Path | None, dry_run: bool) -> Path:
+    if out is None:
+        if dry_run:
+            return Path(tempfile.mkdtemp(prefix="lit-retrain-dryrun-"))
+        out = Path("runs/retrain") / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    if out.exists() and any(out.iterdir()):
+        raise RetrainError(
+            f"{out} is not empty: give --out a new folder "
+            "(each run keeps its checkpoint, candidate bundle and report there)"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _file_hashes(bundle: Bundle) -> list[str]:
+    m = bundle.manifest
+    return [m.files[m.image_encoder.file], m.files[m.text_encoder.file], m.files[m.text.tokenizer]]
+
+
+def retrain(options: RetrainOptions, *, triton: TritonOptions | None = None) -> RetrainResult:
+    """Run the chain; the result says whether the gate passed (the caller turns that into an exit code).
+
+    ``triton`` regenerates both ``config.pbtxt`` from these settings on promotion; None keeps their
+    operator settings (as for ``lit-train promote``).
     """
     began = time.perf_counter()
     timings: dict[str, float] = {}
-    repository = Path(repository)
-    out = _fresh_out(out, dry_run)
-    overrides = list(overrides)
-    source = None
-    if dry_run:
-        name, source, config = name + DRY_RUN_SUFFIX, repository, config or DRY_RUN_CONFIG
-        repository = out / "repository"
+    progress, gate = options.progress, options.gate
+    out = _fresh_out(options.out, options.dry_run)
+    name, repository, source = options.name, options.repository, None
+    if options.dry_run:
+        name, source, repository = name + DRY_RUN_SUFFIX, repository, out / "repository"
         if source.is_dir():
             shutil.copytree(source, repository)
         else:
             repository.mkdir()
-        overrides = [*DRY_RUN_PRETRAIN, f"cache_dir={out / 'cache'}", *overrides]
-    config = Path(config or DEFAULT_CONFIG)
 
-    gate = gate or GateData()
-    cfg = training_config(config, overrides, out, progress, timings)
+    cfg = training_config(options, out, timings)
     data = gate.gate_set(cfg)  # before training: a wrong gate option fails at once
     with _timed(timings, "train"):
         summary = tune_and_evaluate(cfg, progress=progress, title=f"Retraining {name}")
@@ -378,8 +407,8 @@ def retrain(
             previous_scores = data.score(load_bundle(repository, name, previous_version))
         checks = gate_checks(
             candidate_scores[data.metric],
-            min_accuracy,
-            max_regression,
+            options.min_accuracy,
+            options.max_regression,
             previous_scores[data.metric] if previous_scores else None,
             previous_version,
             data.metric,
@@ -395,13 +424,11 @@ def retrain(
     timings["total"] = round(time.perf_counter() - began, 1)
 
     result = RetrainResult(
+        options=options,
         bundle=name,
         repository=repository,
-        dry_run=dry_run,
         passed=passed,
         checks=checks,
-        min_accuracy=min_accuracy,
-        max_regression=max_regression,
         gate_metric=data.metric,
         gate_set=data.description,
         candidate=candidate_scores,
@@ -412,97 +439,10 @@ def retrain(
         active_version=active_version(repository, name),
         out=out,
         checkpoint=summary.checkpoint,
-        config=config,
-        overrides=overrides,
+        config=options.config_file,
         source_repository=source,
         published_identical_to_gated=identical,
         timings=timings,
     )
-    result.report = write_report(result, Path(report_dir) if report_dir else out / "report")
+    result.report = write_report(result, options.report_dir or out / "report")
     return result
-
-
-# ---------------------------------------------------------------------------------------------- report
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def report_markdown(result: RetrainResult) -> str:
-    r = result
-    if r.passed:
-        title = f"# Retraining {r.bundle}: gate passed, v{r.new_version} promoted"
-    else:
-        title = f"# Retraining {r.bundle}: gate FAILED, nothing promoted"
-    where = f"`{r.repository}`"
-    if r.dry_run:
-        where += f" (dry run: a temporary copy of `{r.source_repository}`)"
-    lines = [
-        title,
-        "",
-        f"Repository: {where}",
-        "",
-        "## Gate",
-        "",
-        "| check | result | detail |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.detail} |" for c in r.checks]
-    previous = f"active v{r.previous_version}" if r.previous_version is not None else "active (none)"
-    lines += [
-        "",
-        f"## Scores on the gate set (gated: {r.gate_metric})",
-        "",
-        f"Gate set: {r.gate_set['summary']}.",
-        "",
-        "Both models are scored now, on the same images, through their ONNX encoders as served, each "
-        "with the templates it serves with.",
-        "",
-        f"| metric | candidate | {previous} |",
-        "|---|---|---|",
-    ]
-    for key, value in r.candidate.items():
-        before = r.previous.get(key) if r.previous else None
-        lines.append(
-            f"| {key}{' (gated)' if key == r.gate_metric else ''} | {_percent(value)} | {_percent(before)} |"
-        )
-    lines += [
-        "",
-        "## Versions",
-        "",
-        f"- previously active: {'v' + str(r.previous_version) if r.previous_version is not None else 'none'}",
-        f"- published and promoted: {'v' + str(r.new_version) if r.new_version is not None else 'nothing'}",
-        f"- active now: {'v' + str(r.active_version) if r.active_version is not None else 'none'}",
-    ]
-    if r.published_identical_to_gated is not None:
-        lines.append(
-            f"- published files identical to the gated candidate's: {r.published_identical_to_gated}"
-        )
-    lines += ["", "## Timings (seconds)", "", "| " + " | ".join(r.timings) + " |"]
-    lines += ["|" + "---|" * len(r.timings), "| " + " | ".join(f"{v:.1f}" for v in r.timings.values()) + " |"]
-    lines += [
-        "",
-        "## Files",
-        "",
-        f"- run folder: `{r.out}` (candidate bundle in `{r.out / 'candidate'}`)",
-        f"- checkpoint: `{r.checkpoint}`",
-        f"- training report (torch evaluation): `{r.out / 'lit' / 'report' / 'report.md'}`",
-        f"- config: `{r.config}`" + (f", overrides: `{' '.join(r.overrides)}`" if r.overrides else ""),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def report_json(result: RetrainResult) -> str:
-    data = asdict(result)
-    data.pop("report")
-    data["decision"] = "promoted" if result.passed else "rejected"
-    data["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    return json.dumps(data, indent=1, default=str) + "\n"
-
-
-def write_report(result: RetrainResult, report_dir: Path) -> dict[str, Path]:
-    paths = {"markdown": report_dir / "retrain.md", "json": report_dir / "retrain.json"}
-    write_atomic(paths["markdown"], report_markdown(result))
-    write_atomic(paths["json"], report_json(result))
-    return paths
