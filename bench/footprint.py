@@ -18,8 +18,6 @@ from __future__ import annotations
 import base64
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,9 +29,10 @@ from typing import Annotated, Any
 
 import typer
 
-from bench.gateway_throughput import photo_jpegs
 from bench.report import RESULTS, Table, write_result
-from tests.gateway_server import stop_process
+from harness.gateway import free_port, gateway_environment, spawn_gateway, stop_process
+from harness.images import photo_jpegs
+from harness.usage import memory_kb
 
 POLL_S = 0.02
 
@@ -52,12 +51,8 @@ TINY = Plan(starts=1, warmup_requests=8, warmup_clients=4, labels=5)
 
 def memory_mb(pid: int) -> dict[str, float]:
     """``VmRSS`` (resident now) and ``VmHWM`` (peak resident) of ``pid`` in MiB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) / 1024  # kB
-    return fields
+    kb = memory_kb(pid)
+    return {key: kb[key] / 1024 for key in ("VmRSS", "VmHWM")}
 
 
 @dataclass
@@ -76,26 +71,19 @@ def start_gateway(
     ``need_model``), time it; stop it afterwards."""
     import httpx
 
-    from tests.gateway_server import free_port
-
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    environment = {
-        **os.environ,
-        "LIT_HOST": "127.0.0.1",
-        "LIT_PORT": str(port),
-        "LIT_REPOSITORY": str(repository),
-        "LIT_LABEL_STORE": str(workdir / "label_sets"),
-        "LIT_INTRA_OP_THREADS": str(threads),
-        "LIT_PROVIDERS": '["cpu"]',
-    }
+    environment = gateway_environment(
+        port,
+        workdir,
+        LIT_REPOSITORY=str(repository),
+        LIT_INTRA_OP_THREADS=str(threads),
+        LIT_PROVIDERS='["cpu"]',
+    )
     log_path = workdir / f"gateway-{port}.log"
     with open(log_path, "w") as log, httpx.Client(timeout=1) as client:
         began = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli"], env=environment, stdout=log, stderr=subprocess.STDOUT,
-            cwd=workdir,
-        )  # fmt: skip
+        process = spawn_gateway(environment, workdir, log)
         try:
             healthy = ready = None
             while ready is None:
@@ -182,7 +170,7 @@ def run(out: Path = RESULTS, tiny: bool = False, work: Path | None = None) -> Pa
     """Start the gateway on the demo bundle and on the ViT-B/32 CLIP (``clip_tiny`` with ``tiny``);
     write ``<out>/footprint.{md,json,png}``."""
     from bench.clip_model import CACHE, clip_bundle
-    from tests.gateway_server import REPOSITORY
+    from harness.gateway import REPOSITORY
 
     plan = TINY if tiny else FULL
     threads = os.cpu_count() or 1

@@ -33,11 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import os
-import re
-import resource
 import tempfile
 import time
 from collections.abc import Sequence
@@ -49,6 +46,12 @@ import numpy as np
 import typer
 
 from bench.report import RESULTS, Table, write_result
+from harness.gateway import gateway_pid
+from harness.images import photo_jpegs
+from harness.load import read_response, runner_options
+from harness.metrics import prometheus, summed
+from harness.usage import CpuMeter
+from harness.workload import http_request
 
 TARGET = 0.85  # gateway images/s at concurrency 32 over the raw encoder's best (ViT-B/32 bundle)
 TARGET_CONCURRENCY = 32
@@ -71,111 +74,6 @@ class Plan:
 CLIP_FULL = Plan((1, 8, 32, 64), 4.0, 12.0, (1, 2, 4, 8, 16, 32, 64), 3.0, 16, (1600, 1200), 100)
 DEMO_FULL = Plan((1, 8, 32, 64), 1.5, 6.0, (1, 2, 4, 8, 16, 32, 64), 1.0, 16, (1600, 1200), 100)
 TINY = Plan((1, 8), 0.3, 1.0, (1, 4, 16), 0.2, 4, (800, 600), 10)
-
-
-# -- inputs ---------------------------------------------------------------------------------------
-
-
-def photo_jpegs(
-    count: int, size: tuple[int, int] = (1600, 1200), quality: int = 85, seed: int = 0
-) -> list[bytes]:
-    """``count`` distinct JPEG photos of ``size`` (about 195 KB each at 1600x1200, quality 85): random 4:3
-    crops of the photo matplotlib ships (``grace_hopper.jpg``), flipped and brightened at random, resized
-    up."""
-    import matplotlib
-    from PIL import Image, ImageEnhance, ImageOps
-
-    source = Image.open(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").convert("RGB")
-    rng = np.random.default_rng(seed)
-    width, height = source.size
-    blobs = []
-    for _ in range(count):
-        crop_w = int(width * rng.uniform(0.7, 1.0))
-        crop_h = min(height, crop_w * size[1] // size[0])
-        left, top = rng.integers(0, width - crop_w + 1), rng.integers(0, height - crop_h + 1)
-        image = source.crop((int(left), int(top), int(left) + crop_w, int(top) + crop_h))
-        image = image.resize(size, Image.Resampling.BICUBIC)
-        if rng.random() < 0.5:
-            image = ImageOps.mirror(image)
-        image = ImageEnhance.Brightness(image).enhance(float(rng.uniform(0.85, 1.15)))
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=quality)
-        blobs.append(buffer.getvalue())
-    return blobs
-
-
-# -- the machine: processes and CPU time ----------------------------------------------------------
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads), from ``/proc/<pid>/stat``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def machine_busy_s() -> float:
-    """CPU seconds all cores have spent busy since boot (``/proc/stat``), whoever ran."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / _TICK
-
-
-def gateway_pid() -> int:
-    """The pid of the gateway process this process started (``running_gateway`` does not expose it)."""
-    me = str(os.getpid())
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = stat.read_text().rsplit(")", 1)[1].split()[1]
-            cmdline = (stat.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if parent == me and b"service.cli" in cmdline:
-            return int(stat.parent.name)
-    raise RuntimeError("no gateway child process (python -m service.cli) found")
-
-
-@dataclass
-class CpuMeter:
-    """Cores used over a stretch of wall time by this process (the load generator, or the raw encoder),
-    by the gateway process ``pid`` (if any), and by everything else on the machine (``other_cores``:
-    other processes, e.g. other people's jobs; above about 0.1 the figures are not reliable)."""
-
-    pid: int | None = None
-
-    def _now(self) -> tuple[float, float, float, float]:
-        gateway = process_cpu_s(self.pid) if self.pid is not None else 0.0
-        return time.perf_counter(), own_cpu_s(), gateway, machine_busy_s()
-
-    def __enter__(self) -> CpuMeter:
-        self._start = self._now()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        wall, own, gateway, machine = (b - a for a, b in zip(self._start, self._now(), strict=True))
-        self.wall_s = wall
-        self.own_cores = own / wall
-        self.gateway_cores = gateway / wall
-        self.machine_cores = machine / wall
-        self.other_cores = max(0.0, (machine - own - gateway) / wall)
-
-
-def prometheus(url: str) -> dict[str, float]:
-    """Every sample of ``<url>/metrics`` as ``{'name{labels}': value}``."""
-    import httpx
-
-    samples = {}
-    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 # -- the raw encoder ------------------------------------------------------------------------------
@@ -214,16 +112,6 @@ def time_raw_encoder(
 
 # -- the load generator ---------------------------------------------------------------------------
 
-_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
-
-
-def http_request(host: str, port: int, path: str, body: bytes) -> bytes:
-    head = (
-        f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
 
 async def _client(
     host: str,
@@ -240,13 +128,9 @@ async def _client(
         while time.perf_counter() < stop_at:
             began = time.perf_counter()
             writer.write(requests[index % len(requests)])
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = _LENGTH.search(head)
-            if length is None:
-                raise RuntimeError(f"response without content-length: {head[:200]!r}")
-            await reader.readexactly(int(length.group(1)))
+            status, _, _ = await read_response(reader)
             finished = time.perf_counter()
-            done.append((finished, finished - began, int(head[9:12])))
+            done.append((finished, finished - began, status))
             index += 1
     finally:
         writer.close()
@@ -280,14 +164,7 @@ def run_level(
 ) -> dict[str, Any]:
     """Closed-loop clients for ``warmup_s + duration_s``; images/s and latency over the counted part."""
     host, port = url.removeprefix("http://").split(":")
-    runner_options: dict[str, Any] = {}
-    try:
-        import uvloop
-
-        runner_options["loop_factory"] = uvloop.new_event_loop
-    except ImportError:
-        pass
-    with asyncio.Runner(**runner_options) as runner:
+    with asyncio.Runner(**runner_options()) as runner:
         done, begin, end = runner.run(
             _closed_loop(host, int(port), requests, concurrency, warmup_s, duration_s)
         )
@@ -308,8 +185,8 @@ def run_level(
     }
 
 
-def _delta(after: dict[str, float], before: dict[str, float], name: str) -> float:
-    return after.get(name, 0.0) - before.get(name, 0.0)
+def _delta(after: dict[str, float], before: dict[str, float], name: str, **labels: str) -> float:
+    return summed(after, name, **labels) - summed(before, name, **labels)
 
 
 # -- one bundle -----------------------------------------------------------------------------------
@@ -322,8 +199,8 @@ def bench_bundle(
     import httpx
 
     from bench.clip_model import benchmark_labels
+    from harness.gateway import running_gateway
     from lit_bundle.repository import load_bundle
-    from tests.gateway_server import running_gateway
 
     bundle = load_bundle(repository)
     manifest = bundle.manifest
@@ -376,12 +253,12 @@ def bench_bundle(
             with CpuMeter(pid) as cpu:
                 level = run_level(url, requests, concurrency, plan.warmup_s, plan.duration_s)
             after = prometheus(url)
-            batches = _delta(after, before, 'lit_batch_size_count{encoder="image"}')
-            images = _delta(after, before, 'lit_batch_size_sum{encoder="image"}')
+            batches = _delta(after, before, "lit_batch_size_count", encoder="image")
+            images = _delta(after, before, "lit_batch_size_sum", encoder="image")
             decodes = _delta(after, before, "lit_preprocess_duration_seconds_count")
             level |= {
                 "mean_batch": images / batches if batches else 0.0,
-                "encoder_busy": _delta(after, before, 'lit_inference_duration_seconds_sum{encoder="image"}')
+                "encoder_busy": _delta(after, before, "lit_inference_duration_seconds_sum", encoder="image")
                 / cpu.wall_s,
                 "decode_ms": 1000 * _delta(after, before, "lit_preprocess_duration_seconds_sum") / decodes
                 if decodes
@@ -577,7 +454,7 @@ def run(
     """Measure the ViT-B/32 CLIP bundle (``clip_tiny`` with ``tiny``) and the demo bundle; write
     ``<out>/gateway_throughput.{md,json,png}``."""
     from bench.clip_model import CACHE, clip_bundle
-    from tests.gateway_server import REPOSITORY
+    from harness.gateway import REPOSITORY
 
     threads = os.cpu_count() or 1
     _, clip_repository = clip_bundle(work or CACHE, tiny=tiny, fp16=fp16)

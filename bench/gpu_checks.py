@@ -215,7 +215,7 @@ def check_fp16(ctx: Context) -> Outcome:
 def _classify(ctx: Context, providers: list[str], scoring: str, labels: list[str]) -> tuple[np.ndarray, dict]:
     import httpx
 
-    from tests.gateway_server import running_gateway
+    from harness.gateway import running_gateway
 
     env = {
         "LIT_REPOSITORY": str(ctx.repository),
@@ -258,7 +258,7 @@ CHECKS: list[Callable[[Context], Outcome]] = [
 
 def run_checks(ctx: Context) -> list[Outcome]:
     from bench.clip_model import clip_bundle
-    from bench.gateway_throughput import photo_jpegs
+    from harness.images import photo_jpegs
 
     _, ctx.repository = clip_bundle(ctx.work / "clip", tiny=ctx.tiny)
     ctx.photos = photo_jpegs(16, size=(640, 480) if ctx.tiny else (1600, 1200))

@@ -7,33 +7,26 @@ text-cache counters. Run: ``.venv/bin/python -m bench.label_cache``.
 from __future__ import annotations
 
 import base64
-import io
-import re
 import tempfile
 from pathlib import Path
 
 import httpx
 
-from tests.gateway_server import running_gateway
+from harness.gateway import running_gateway
+from harness.images import encode
+from harness.metrics import metric
 from training.data.synthetic import SyntheticWorld
-
-
-def counter(url: str, name: str) -> float:
-    match = re.search(rf"^{name} ([0-9.e+-]+)$", httpx.get(f"{url}/metrics").text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 def main(labels: int = 1000, repeats: int = 5) -> None:
     image = SyntheticWorld(seed=11).sample("eval", 3)[0]
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
     body = {
-        "images": [base64.b64encode(buffer.getvalue()).decode()],
+        "images": [base64.b64encode(encode(image)).decode()],
         "labels": [f"thing {i}" for i in range(labels)],
     }
     with tempfile.TemporaryDirectory() as work, running_gateway(Path(work)) as url:
         first = httpx.post(f"{url}/v1/classify", json=body, timeout=300)
-        misses = counter(url, "lit_text_cache_misses_total")
+        misses = metric(url, "lit_text_cache_misses_total")
         cached = [httpx.post(f"{url}/v1/classify", json=body, timeout=300) for _ in range(repeats)]
         assert all(r.status_code == 200 for r in [first, *cached])
         first_ms = first.elapsed.total_seconds() * 1000
@@ -41,7 +34,7 @@ def main(labels: int = 1000, repeats: int = 5) -> None:
         print(f"| labels | first (ms) | cached, median of {repeats} (ms) | speed-up | text-encoder misses |")
         print("|---|---|---|---|---|")
         print(f"| {labels} | {first_ms:.0f} | {cached_ms:.1f} | {first_ms / cached_ms:.0f}x | "
-              f"{misses:.0f} -> {counter(url, 'lit_text_cache_misses_total'):.0f} |")  # fmt: skip
+              f"{misses:.0f} -> {metric(url, 'lit_text_cache_misses_total'):.0f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -33,8 +33,11 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from bench.gateway_throughput import CpuMeter, gateway_pid, ort_session, prometheus
+from bench.gateway_throughput import ort_session
 from bench.report import RESULTS, Table, write_result
+from harness.gateway import gateway_pid
+from harness.metrics import prometheus, summed
+from harness.usage import CpuMeter
 
 TEMPLATE_SET = "imagenet7"
 GATEWAY_CHUNK = 256  # service.runtime.TEXT_CHUNK: prompts per text-encoder call in the gateway
@@ -106,7 +109,7 @@ def time_gateway(
     import httpx
 
     from bench.clip_model import benchmark_labels
-    from tests.gateway_server import running_gateway
+    from harness.gateway import running_gateway
 
     pool = benchmark_labels(plan.labels * plan.repeats)  # distinct labels: every registration misses
     settings = {
@@ -126,16 +129,16 @@ def time_gateway(
                 client.put(f"{url}/v1/label-sets/bench-{repeat}", json=body).raise_for_status()
             seconds = cpu.wall_s
             after = prometheus(url)
-            encoder = 'lit_inference_duration_seconds_sum{encoder="text"}'
+            encoder = {"name": "lit_inference_duration_seconds_sum", "encoder": "text"}
             rows.append(
                 {
                     "labels": len(labels),
                     "prompts": len(labels) * len(templates),
                     "seconds": seconds,
                     "prompts_per_s": len(labels) * len(templates) / seconds,
-                    "misses": after["lit_text_cache_misses_total"]
-                    - before.get("lit_text_cache_misses_total", 0),
-                    "encoder_s": after.get(encoder, 0.0) - before.get(encoder, 0.0),
+                    "misses": summed(after, "lit_text_cache_misses_total")
+                    - summed(before, "lit_text_cache_misses_total"),
+                    "encoder_s": summed(after, **encoder) - summed(before, **encoder),
                     "gateway_cores": cpu.gateway_cores,
                     "other_cores": cpu.other_cores,
                 }
@@ -247,7 +250,7 @@ def run(
     """Measure the ViT-B/32 CLIP bundle (``clip_tiny`` with ``tiny``) and the demo bundle; write
     ``<out>/label_encoding.{md,json,png}``."""
     from bench.clip_model import CACHE, clip_bundle
-    from tests.gateway_server import REPOSITORY
+    from harness.gateway import REPOSITORY
     from training.templates import load_templates
 
     threads = os.cpu_count() or 1

@@ -131,7 +131,7 @@ class GatewayTimes:
 def time_gateway(url: str, images: list[Path], labels: list[str], requests: int) -> GatewayTimes:
     """Register ``labels`` as a label set (that encodes and caches them), then time ``requests``
     single-image classify requests with the labels inline, and as many naming the label set."""
-    from tests.samples import metric
+    from harness.metrics import metric
 
     blobs = [base64.b64encode(path.read_bytes()).decode() for path in images]
     name = f"bench-{len(labels)}"
@@ -222,7 +222,7 @@ def run(
 
     import torch
 
-    from tests.gateway_server import running_gateway
+    from harness.gateway import running_gateway
 
     plan = TINY if tiny else FULL
     began = time.perf_counter()

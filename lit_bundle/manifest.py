@@ -27,10 +27,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lit_bundle.layout import MANIFEST_FILE, manifest_path  # noqa: F401  (part of this module's API)
 from lit_bundle.preprocess import PreprocessSpec
 
 SCHEMA_VERSION = 1
-MANIFEST_FILE = "manifest.json"
 
 TensorType = Literal["uint8", "float16", "float32", "int32", "int64"]
 
@@ -108,10 +108,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def manifest_path(repository: Path, name: str, version: int) -> Path:
-    return Path(repository) / f"{name}_image" / str(version) / MANIFEST_FILE
 
 
 def referenced_files(manifest: Manifest) -> list[str]:

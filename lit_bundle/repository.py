@@ -15,17 +15,18 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from lit_bundle.manifest import (
+from lit_bundle.layout import (
+    CONFIG_FILE,
+    ENCODERS,
     MANIFEST_FILE,
-    BundleError,
-    Manifest,
+    bundle_of,
+    config_path,
+    encoder_root,
     manifest_path,
-    read_manifest,
-    verify_files,
+    version_dir,
 )
+from lit_bundle.manifest import BundleError, Manifest, read_manifest, verify_files
 from lit_bundle.triton import TritonOptions, active_versions, bundle_configs, promoted_config, write_config
-
-CONFIG_FILE = "config.pbtxt"
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,15 @@ def bundle_names(repository: Path) -> list[str]:
     if not repository.is_dir():
         return []
     return sorted(
-        folder.name.removesuffix("_image")
-        for folder in repository.glob("*_image")
+        bundle_of(folder.name)
+        for folder in repository.glob(f"*_{ENCODERS[0]}")  # the image encoder's folder holds the manifests
         if any((v / MANIFEST_FILE).is_file() for v in folder.iterdir() if v.name.isdigit())
     )
 
 
 def versions(repository: Path, name: str) -> list[int]:
     """Complete versions of bundle ``name`` (a manifest is present), in ascending order."""
-    folder = Path(repository) / f"{name}_image"
+    folder = encoder_root(repository, name, "image")
     if not folder.is_dir():
         return []
     return sorted(int(v.name) for v in folder.iterdir() if v.name.isdigit() and (v / MANIFEST_FILE).is_file())
@@ -83,15 +84,15 @@ def versions(repository: Path, name: str) -> list[int]:
 
 def _occupied_versions(repository: Path, name: str) -> set[int]:
     found: set[int] = set()
-    for suffix in ("_image", "_text"):
-        folder = Path(repository) / f"{name}{suffix}"
+    for encoder in ENCODERS:
+        folder = encoder_root(repository, name, encoder)
         if folder.is_dir():
             found |= {int(v.name) for v in folder.iterdir() if v.name.isdigit()}
     return found
 
 
 def active_version(repository: Path, name: str) -> int | None:
-    config = Path(repository) / f"{name}_image" / CONFIG_FILE
+    config = config_path(repository, name)
     if not config.is_file():
         return None
     served = active_versions(config.read_text())
@@ -123,7 +124,7 @@ def load_bundle(repository: Path, name: str | None = None, version: int | None =
         version = active_version(repository, name)
         if version is None:
             raise BundleError(
-                f"{repository / (name + '_image') / CONFIG_FILE} names no active version: "
+                f"{config_path(repository, name)} names no active version: "
                 f"run `lit-train promote {name} <version> -r {repository}`"
             )
     manifest = read_manifest(manifest_path(repository, name, version))
@@ -143,8 +144,8 @@ def publish(repository: Path, manifest: Manifest, staged_image: Path, staged_tex
     manifest already written into ``staged_image``. Fails if that version exists.
     """
     repository = Path(repository)
-    image_dir = repository / f"{manifest.name}_image" / str(manifest.version)
-    text_dir = repository / f"{manifest.name}_text" / str(manifest.version)
+    image_dir = version_dir(repository, manifest.name, "image", manifest.version)
+    text_dir = version_dir(repository, manifest.name, "text", manifest.version)
     if image_dir.exists() or text_dir.exists():
         raise FileExistsError(f"version {manifest.version} of {manifest.name} already exists")
     os.rename(staged_text, text_dir)
@@ -168,8 +169,8 @@ def promote(repository: Path, name: str, version: int, options: TritonOptions | 
     manifest = load_bundle(repository, name, version).manifest
     generated = bundle_configs(manifest, [version], options or TritonOptions())
     texts: dict[Path, str] = {}
-    for encoder in (manifest.image_encoder, manifest.text_encoder):
-        path = repository / encoder.triton_name / CONFIG_FILE
+    for encoder, kind in ((manifest.image_encoder, "image"), (manifest.text_encoder, "text")):
+        path = config_path(repository, name, kind)
         if options is not None or not path.is_file():
             texts[path] = generated[encoder.triton_name]
             continue
@@ -186,6 +187,15 @@ def promote(repository: Path, name: str, version: int, options: TritonOptions | 
         write_config(path, text)
 
 
+def write_missing_configs(repository: Path, manifest: Manifest, options: TritonOptions | None = None) -> None:
+    """Give a bundle whose configs are missing ones serving ``manifest``'s version; existing configs (and so
+    the active version) stay as they are."""
+    for model, text in bundle_configs(manifest, [manifest.version], options or TritonOptions()).items():
+        path = Path(repository) / model / CONFIG_FILE
+        if not path.exists():
+            write_config(path, text)
+
+
 def prune(repository: Path, name: str, keep: int = 1) -> list[int]:
     """Delete all but the newest ``keep`` versions, never the active one; returns what was removed."""
     active = active_version(repository, name)
@@ -194,6 +204,6 @@ def prune(repository: Path, name: str, keep: int = 1) -> list[int]:
     removed = [v for v in existing if v not in kept and v != active]
     for version in removed:
         # Image folder (with the manifest) first, so a half-pruned version is never seen as complete.
-        for suffix in ("_image", "_text"):
-            shutil.rmtree(Path(repository) / f"{name}{suffix}" / str(version), ignore_errors=True)
+        for encoder in ENCODERS:
+            shutil.rmtree(version_dir(repository, name, encoder, version), ignore_errors=True)
     return removed

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lit_bundle import pbtxt
 from lit_bundle.atomic import write_atomic
+from lit_bundle.layout import bundle_of
 from lit_bundle.manifest import EncoderSpec, Manifest, TensorSpec
 
 BACKEND = "onnxruntime"
@@ -221,7 +222,7 @@ def _tensor_list(kind: str, tensors: Sequence[TensorSpec]) -> list[str]:
 
 
 def _header(encoder: EncoderSpec, template: str = _HEADER) -> str:
-    return template.format(bundle=encoder.triton_name.removesuffix("_image").removesuffix("_text"))
+    return template.format(bundle=bundle_of(encoder.triton_name))
 
 
 def encoder_config(
@@ -307,7 +308,7 @@ def check_config(config_text: str, encoder: EncoderSpec) -> None:
     config = parse_config(config_text)
     pb2 = _model_config_pb2()
     model = config.name or "<unnamed>"
-    bundle = encoder.triton_name.removesuffix("_image").removesuffix("_text")
+    bundle = bundle_of(encoder.triton_name)
     fix = f"fix it, or regenerate it: `lit-train promote {bundle} <version> --instance-kind gpu|cpu`"
     tensor_fix = f"`lit-train promote {bundle} <version>` rewrites input and output from the manifest"
     if config.name != encoder.triton_name:
@@ -363,7 +364,7 @@ def promoted_config(
 
     served = _served(encoder, versions)
     model = encoder.triton_name
-    bundle = model.removesuffix("_image").removesuffix("_text")
+    bundle = bundle_of(model)
     fix = (
         "remove the file (promotion then writes a default one) or regenerate it from explicit Triton "
         f"options: `lit-train promote {bundle} <version> --instance-kind gpu|cpu [--tensorrt]`"

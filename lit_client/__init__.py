@@ -1,5 +1,6 @@
-"""Python client of the LiT zero-shot gateway (HTTP API v1, see the README): ``LitClient``, ``AsyncLitClient``
-and the ``lit`` command line. Needs only httpx (and typer and rich for the command line)."""
+"""Python client of the LiT zero-shot gateway (HTTP API v1, described in docs/http-api.md): ``LitClient``,
+``AsyncLitClient`` and the ``lit`` command line. Needs only httpx (and typer and rich for the command
+line)."""
 
 from lit_client.client import AsyncLitClient, LitClient
 from lit_client.results import (
@@ -11,6 +12,7 @@ from lit_client.results import (
     LitError,
     ModelInfo,
     ModelRef,
+    Models,
     Prediction,
 )
 
@@ -25,5 +27,6 @@ __all__ = [
     "LitError",
     "ModelInfo",
     "ModelRef",
+    "Models",
     "Prediction",
 ]

@@ -23,6 +23,7 @@ from lit_client.results import (
     LabelSetSummary,
     LitError,
     ModelInfo,
+    Models,
     decode,
 )
 
@@ -149,9 +150,20 @@ def label_set_path(name: str) -> str:
 # --- the calls: each client method is one of these (lit_client.client) --------------------------------------
 
 
-def models() -> Call[ModelInfo]:
-    """The active model: name, version, backend, embedding size, image size, loss kind and templates."""
-    return Call("GET", "/v1/models", result_of(ModelInfo))
+def models() -> Call[Models]:
+    """Every served model (name, state, version, backend, embedding size, image size, loss kind and
+    templates) and which one is the default; the default's own fields are at the top level too."""
+    return Call("GET", "/v1/models", result_of(Models))
+
+
+def model(name: str) -> Call[ModelInfo]:
+    """One served model (``LitError`` ``unknown_model`` if the gateway serves none of that name)."""
+    return Call("GET", f"/v1/models/{quote(name, safe='')}", result_of(ModelInfo))
+
+
+def chosen_model(model: str | None) -> dict[str, str]:
+    """The ``model`` field of a request body: absent when no model is named (the gateway's default)."""
+    return {"model": model} if model is not None else {}
 
 
 def classify(
@@ -160,33 +172,43 @@ def classify(
     label_set: str | None = None,
     templates: Iterable[str] | None = None,
     top_k: int | None = None,
+    model: str | None = None,
 ) -> Call[ClassifyResult]:
     """Zero-shot classification of ``images`` (paths, bytes or binary files; one or many) against
     ``labels`` or a registered ``label_set``; ``templates`` override the model's prompt templates (each with
-    a ``{}``); ``top_k`` keeps the k best labels per image. One result per image, in order."""
+    a ``{}``); ``top_k`` keeps the k best labels per image; ``model`` names the model to use (default: the
+    gateway's default model). One result per image, in order."""
     data: dict[str, Any] = {
         "labels": list(labels or []),
         "templates": list(templates or []),
         **({"label_set": label_set} if label_set is not None else {}),
         **({"top_k": str(top_k)} if top_k is not None else {}),
+        **chosen_model(model),
     }
     content = {"data": data, "files": image_parts(images)}
     return Call("POST", "/v1/classify", result_of(ClassifyResult), content)
 
 
-def embed_images(images: Image | Iterable[Image]) -> Call[Embeddings]:
-    """L2-normalised embeddings of ``images`` (paths, bytes or binary files; one or many)."""
-    return Call("POST", "/v1/embed/image", result_of(Embeddings), {"files": image_parts(images)})
+def embed_images(images: Image | Iterable[Image], model: str | None = None) -> Call[Embeddings]:
+    """L2-normalised embeddings of ``images`` (paths, bytes or binary files; one or many) by ``model``
+    (default: the gateway's default model)."""
+    content = {"data": chosen_model(model), "files": image_parts(images)}
+    return Call("POST", "/v1/embed/image", result_of(Embeddings), content)
 
 
-def embed_texts(texts: Iterable[str]) -> Call[Embeddings]:
-    """L2-normalised embeddings of ``texts`` (used as given: no prompt template is applied)."""
-    return Call("POST", "/v1/embed/text", result_of(Embeddings), {"json": {"texts": list(texts)}})
+def embed_texts(texts: Iterable[str], model: str | None = None) -> Call[Embeddings]:
+    """L2-normalised embeddings of ``texts`` (used as given: no prompt template is applied) by ``model``
+    (default: the gateway's default model)."""
+    body = {"texts": list(texts), **chosen_model(model)}
+    return Call("POST", "/v1/embed/text", result_of(Embeddings), {"json": body})
 
 
-def put_label_set(name: str, labels: Iterable[str], templates: Iterable[str] | None = None) -> Call[LabelSet]:
-    """Create or replace the label set ``name``; the gateway encodes its labels at once."""
-    body: dict[str, Any] = {"labels": list(labels)}
+def put_label_set(
+    name: str, labels: Iterable[str], templates: Iterable[str] | None = None, model: str | None = None
+) -> Call[LabelSet]:
+    """Create or replace the label set ``name``. A label set belongs to no model: ``model`` (default: the
+    gateway's default model) encodes its labels at once, and any other model encodes them on first use."""
+    body: dict[str, Any] = {"labels": list(labels), **chosen_model(model)}
     if templates is not None:
         body["templates"] = list(templates)
     return Call("PUT", label_set_path(name), result_of(LabelSet), {"json": body})

@@ -1,4 +1,5 @@
-"""``lit``: classify image files and folders, and manage label sets, against a LiT gateway.
+"""``lit``: classify image files and folders, list the served models and manage label sets, against a LiT
+gateway (``--model`` picks one of its models; without it the gateway's default model answers).
 
 Exit codes: 0 everything succeeded; 1 an image or a call failed (a summary goes to stderr); 2 usage error.
 Results go to stdout (a table, JSON Lines or CSV); the progress bar and the summary go to stderr.
@@ -22,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lit_client.client import DEFAULT_URL, AsyncLitClient, LitClient
-from lit_client.results import ClassifyResult, LitError
+from lit_client.results import ClassifyResult, LitError, ModelInfo
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 # Errors that every other image would get too: stop sending instead of failing each one.
@@ -58,6 +59,12 @@ LabelOption = Annotated[
 ]
 TemplateOption = Annotated[
     list[str] | None, typer.Option("--template", "-t", help="Prompt template with {} (repeat it).")
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="The model to use (see `lit models`); default: the gateway's default."
+    ),
 ]
 
 
@@ -211,6 +218,7 @@ def classify(
     label_set: Annotated[str | None, typer.Option("--label-set", help="A registered label set.")] = None,
     template: TemplateOption = None,
     top_k: Annotated[int | None, typer.Option("--top-k", "-k", min=1, help="Keep the k best labels.")] = None,
+    model: ModelOption = None,
     fmt: FormatOption = Format.table,
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, max=64, help="Requests at once.")
@@ -231,7 +239,13 @@ def classify(
         raise typer.BadParameter(
             f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under the given paths"
         )
-    options = {"labels": chosen or None, "label_set": label_set, "templates": template, "top_k": top_k}
+    options = {
+        "labels": chosen or None,
+        "label_set": label_set,
+        "templates": template,
+        "top_k": top_k,
+        "model": model,
+    }
     output = Output(fmt, ["image", "rank", "label", "score", "error"])
 
     async def main() -> Run:
@@ -245,6 +259,37 @@ def classify(
         raise typer.Exit(1)
 
 
+MODEL_COLUMNS = ["name", "version", "state", "backend", "dim", "image_size", "loss", "default", "error"]
+
+
+def model_row(info: ModelInfo, default: str) -> dict[str, Any]:
+    return {
+        "name": info.name, "version": info.version, "state": info.state, "backend": info.backend,
+        "dim": info.embed_dim, "image_size": info.image_size, "loss": info.loss,
+        "default": "yes" if info.name == default else None, "error": info.error,
+    }  # fmt: skip
+
+
+@app.command("models")
+def list_models(fmt: FormatOption = Format.table, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
+    """List the models the gateway serves.
+
+    Name, version, state, backend, embedding size (dim), image size and loss of each; the default (used
+    when no --model is given) is marked. A model that is not loaded shows its state, and why if it failed.
+    """
+    try:
+        with LitClient(url, api_key=api_key) as client:
+            served = client.models()
+    except LitError as exc:
+        raise fail(exc) from None
+    output = Output(fmt, MODEL_COLUMNS)
+    for info in served.models:
+        output.write(
+            {**asdict(info), "default": info.name == served.default}, [model_row(info, served.default)]
+        )
+    output.close()
+
+
 @label_sets_app.command("create")
 def create_label_set(
     name: str,
@@ -254,16 +299,25 @@ def create_label_set(
         Path | None, typer.Option("--from-file", exists=True, dir_okay=False, help="One label per line.")
     ] = None,
     template: TemplateOption = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="The model that encodes the labels now (others do on first use); default: "
+            "the gateway's default.",
+        ),
+    ] = None,
     url: Url = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Create or replace the label set NAME."""
+    """Create or replace the label set NAME (label sets belong to no model: every model can use it)."""
     chosen = label_list(labels, label, from_file)
     if not chosen:
         raise typer.BadParameter("give the labels: --labels, --label or --from-file")
     try:
         with LitClient(url, api_key=api_key) as client:
-            stored = client.put_label_set(name, chosen, template)
+            stored = client.put_label_set(name, chosen, template, model)
     except LitError as exc:
         raise fail(exc) from None
     print(f"{stored.name}: {len(stored.labels)} labels")

@@ -65,6 +65,7 @@ class _Api:
     """Settings and the methods both clients share."""
 
     models = _Endpoint(calls.models)
+    model = _Endpoint(calls.model)
     classify = _Endpoint(calls.classify)
     embed_images = _Endpoint(calls.embed_images)
     embed_texts = _Endpoint(calls.embed_texts)

@@ -92,15 +92,35 @@ class LabelSetSummary:
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """A served model. ``state`` is ``loading``, ``ready``, ``failed`` or ``unloaded``; a model that is not
+    loaded has only its name, its state and, when loading failed, ``error`` (the other fields are None)."""
+
     name: str
-    version: int
-    backend: str
-    providers: list[str]
-    embed_dim: int
-    image_size: int
-    loss: str
-    templates: list[str] = field(default_factory=list)
+    state: str = "ready"
+    error: str | None = None
+    version: int | None = None
+    backend: str | None = None
     backend_version: str | None = None
+    providers: list[str] = field(default_factory=list)
+    embed_dim: int | None = None
+    image_size: int | None = None
+    loss: str | None = None
+    templates: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Models(ModelInfo):
+    """Every model the gateway serves (``models``, in the gateway's order) and ``default``, the name of the
+    model that answers requests naming none. The default model's own
+    fields are at the top level too (``Models.name``, ``Models.embed_dim``, ...), as a one-model gateway
+    answered before it served several."""
+
+    default: str = ""
+    models: list[ModelInfo] = field(default_factory=list)
+
+    def get(self, name: str) -> ModelInfo | None:
+        """The model called ``name``, or None when the gateway serves none of that name."""
+        return next((m for m in self.models if m.name == name), None)
 
 
 def decode(kind: Any, value: Any) -> Any:

@@ -14,7 +14,6 @@ from service.errors import ApiError
 from service.gateway import Gateway
 from service.guards import BodyLimit, error_response
 from service.hf_compat import build_hf_router
-from service.label_store import LabelStoreUnavailable
 from service.metrics import Metrics
 from service.observe import Observe
 from service.routes import allowed_methods, build_router
@@ -52,16 +51,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc, getattr(request.state, "request_id", None))
 
-    @app.exception_handler(LabelStoreUnavailable)
-    async def store_unavailable(request: Request, exc: LabelStoreUnavailable) -> JSONResponse:
-        error = ApiError(503, "label_store_unavailable", str(exc))
-        return error_response(error, getattr(request.state, "request_id", None))
-
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return error_response(ApiError(422, "invalid_body", f"{where}: {first['msg']} (see /docs)"))
+        return error_response(ApiError("invalid_body", f"{where}: {first['msg']} (see /docs)"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -74,7 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
         elif exc.status_code == 405:  # Allow must list every method of the path; Starlette names one route's
             headers = {"Allow": allowed_methods(request)}
             message = f"{request.method} is not allowed on {request.url.path}; use {headers['Allow']}"
-        return error_response(ApiError(exc.status_code, code, message), None, headers)
+        return error_response(ApiError(code, message, status=exc.status_code), None, headers)
 
     @app.get("/healthz", summary="Liveness: 200 while the process runs")
     async def healthz() -> dict[str, str]:
@@ -82,20 +76,21 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get(
         "/readyz",
-        summary="Readiness: 200 once a model is loaded and its backend answers",
+        summary="Readiness: 200 once the default model is loaded and its backend answers; each model's state",
         response_model=None,
         responses={200: {"model": ReadyResponse}, 503: {"model": ErrorBody, "description": "not ready"}},
     )
     async def readyz(request: Request) -> JSONResponse:
         gw: Gateway = request.app.state.gateway
-        reason = await gw.readiness()
-        if reason is not None or gw.served is None:
-            return error_response(ApiError(503, "not_ready", reason or "the model is still loading"))
-        m = gw.served.manifest
+        reason, states = await gw.readiness()
+        if reason is not None:  # the error says why the default is not ready; /v1/models shows every model
+            return error_response(ApiError("not_ready", reason))
+        default = await gw.info()
         ready = ReadyResponse(
             status="ready",
-            model=ModelRef(name=m.name, version=m.version),
-            providers=gw.served.runtime.encoders.providers(),
+            model=ModelRef(name=default.name, version=default.version or 0),
+            providers=default.providers,
+            models=states,
         )
         return JSONResponse(ready.model_dump())
 

@@ -9,9 +9,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from service.errors import CodedError
 
-class QueueFull(Exception):
-    pass
+
+class QueueFull(CodedError):
+    CODE = "overloaded"
+
+    def __init__(self, depth: int, limit: int) -> None:
+        self.depth, self.limit = depth, limit
+        super().__init__(
+            f"the server is busy ({depth} images are already in progress, limit {limit}): retry with backoff"
+        )
+
+    def __reduce__(self) -> tuple[type[QueueFull], tuple[int, int]]:
+        return type(self), (self.depth, self.limit)
 
 
 class Backlog:
@@ -24,13 +35,13 @@ class Backlog:
         """Raise :class:`QueueFull` if not even one more image fits: a request can be refused before its
         body is read (which on a flooded server costs more than the refusal itself)."""
         if self.depth >= self.limit:
-            raise QueueFull(f"{self.depth} images are already in progress (limit {self.limit})")
+            raise QueueFull(self.depth, self.limit)
 
     @contextmanager
     def hold(self, count: int) -> Iterator[None]:
         """Count ``count`` images in for the duration of the block, or raise :class:`QueueFull`."""
         if self.depth + count > self.limit:
-            raise QueueFull(f"{self.depth} images are already in progress (limit {self.limit})")
+            raise QueueFull(self.depth, self.limit)
         self.depth += count
         self._on_depth(self.depth)
         try:

@@ -61,11 +61,19 @@ class DecodeLimits:
 
 def decode_image(data: bytes, spec: PreprocessSpec, limits: DecodeLimits) -> np.ndarray:
     """Decode, orient, convert to RGB and resize/crop like training does; return uint8 HWC."""
+    with open_checked(data, spec, limits) as image:
+        return decode_opened(image, spec, limits)
+
+
+@contextmanager
+def open_checked(data: bytes, spec: PreprocessSpec, limits: DecodeLimits) -> Iterator[Image.Image]:
+    """The image opened lazily (header only) after every check that needs no decoding: bytes, format,
+    pixels, resized pixels. Shared with service/gpu_decode.py, which routes on the header."""
     if not data:
-        raise ApiError(400, "empty_image", "the image is empty (0 bytes): send the file's contents")
+        raise ApiError("empty_image", "the image is empty (0 bytes): send the file's contents")
     if len(data) > limits.max_bytes:
         raise ApiError(
-            413, "image_too_large", f"the image is {len(data):,} bytes; the limit is {limits.max_bytes:,}"
+            "image_too_large", f"the image is {len(data):,} bytes; the limit is {limits.max_bytes:,}"
         )
     # Pillow's own bomb check (global Image.MAX_IMAGE_PIXELS) is only a safety net behind ours; its warning
     # is made an error here. catch_warnings swaps the process-wide filter list, so concurrent decodes can
@@ -76,12 +84,17 @@ def decode_image(data: bytes, spec: PreprocessSpec, limits: DecodeLimits) -> np.
             image = Image.open(io.BytesIO(data), formats=_parsers(limits))
         with image:
             _check_header(image, spec, limits)
-            _draft(image, spec)
-            with _client_errors(limits):
-                image.load()
-            rgb = _to_rgb(_upright(image))
-            # Inside the block: closing the file image invalidates ``rgb`` when no conversion copied it.
-            return np.asarray(resize_and_crop(rgb, spec))
+            yield image
+
+
+def decode_opened(image: Image.Image, spec: PreprocessSpec, limits: DecodeLimits) -> np.ndarray:
+    """The CPU decode of an image from :func:`open_checked` (call it inside that block)."""
+    _draft(image, spec)
+    with _client_errors(limits):
+        image.load()
+    rgb = _to_rgb(_upright(image))
+    # Inside open_checked's block: closing the file image invalidates ``rgb`` when no conversion copied it.
+    return np.asarray(resize_and_crop(rgb, spec))
 
 
 def decode_base64(text: str) -> bytes:
@@ -106,7 +119,6 @@ def decode_base64(text: str) -> bytes:
 
 def _invalid_base64(detail: str) -> ApiError:
     return ApiError(
-        400,
         "invalid_base64",
         f"an image is not valid base64 ({detail}); send the file's bytes base64-encoded "
         "(standard alphabet) or as a data URL 'data:image/jpeg;base64,...'",
@@ -139,7 +151,6 @@ def _client_errors(limits: DecodeLimits, data: bytes = b"") -> Iterator[None]:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ApiError(
-            413,
             "image_too_many_pixels",
             f"the image has more pixels than the limit of {limits.max_pixels:,} ({exc}); "
             "send a downscaled copy",
@@ -147,20 +158,17 @@ def _client_errors(limits: DecodeLimits, data: bytes = b"") -> Iterator[None]:
     except UnidentifiedImageError:
         if (fmt := _looks_like(data, limits)) is not None:
             raise ApiError(
-                400,
                 "undecodable_image",
                 f"the data starts like a {fmt} image but its header is damaged or cut short "
                 f"({len(data):,} bytes); re-send the complete file",
             ) from None
         raise ApiError(
-            415,
             "unsupported_image_format",
             f"the data is not an image in a supported format ({_formats_hint(limits)}) or its header "
             "is damaged; convert it to JPEG or PNG",
         ) from None
     except _DAMAGED as exc:
         raise ApiError(
-            400,
             "undecodable_image",
             f"the image data is damaged or incomplete ({exc}); re-send the complete file",
         ) from None
@@ -170,16 +178,14 @@ def _check_header(image: Image.Image, spec: PreprocessSpec, limits: DecodeLimits
     """Refuse before decoding: only the allowed formats' parsers have seen the bytes, and only the header."""
     if image.format not in limits.formats:  # e.g. the JPEG parser answering MPO when MPO is not allowed
         raise ApiError(
-            415,
             "unsupported_image_format",
             f"{image.format} images are not supported; send one of {_formats_hint(limits)}",
         )
     width, height = image.size
     if width < 1 or height < 1:
-        raise ApiError(400, "undecodable_image", f"the image is {width}x{height} pixels: it is empty")
+        raise ApiError("undecodable_image", f"the image is {width}x{height} pixels: it is empty")
     if width * height > limits.max_pixels:
         raise ApiError(
-            413,
             "image_too_many_pixels",
             f"the image is {width}x{height} = {width * height:,} pixels; the limit is "
             f"{limits.max_pixels:,}: send a downscaled copy",
@@ -191,7 +197,6 @@ def _check_header(image: Image.Image, spec: PreprocessSpec, limits: DecodeLimits
         short = min(width, height)
         most = max(1, limits.max_pixels // _short_side(spec) ** 2)
         raise ApiError(
-            400,
             "extreme_aspect_ratio",
             f"the image is {width}x{height} pixels: an aspect ratio of {max(width, height) // short:,}:1 "
             f"would resize to {resized:,} pixels (the limit is {limits.max_pixels:,}); crop it to at most "
@@ -244,7 +249,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return image.convert("RGB")  # P, L, 1, CMYK, YCbCr, ...
     except ValueError:
         raise ApiError(
-            415, "unsupported_image_format", f"images in colour mode {image.mode} are not supported; send RGB"
+            "unsupported_image_format", f"images in colour mode {image.mode} are not supported; send RGB"
         ) from None
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lit_bundle.repository import Bundle
+from service.errors import CodedError
 from service.settings import Settings
 
 TEXT_BATCH = 256
@@ -24,12 +25,16 @@ class BackendConfigError(RuntimeError):
     """A backend setting the operator must fix; the gateway refuses to start rather than fall back."""
 
 
-class BackendUnavailable(RuntimeError):
-    """The backend cannot answer now (down, unreachable, model not loaded): 503, worth retrying later."""
+class BackendUnavailable(CodedError):
+    """The backend cannot answer now (down, unreachable, model not loaded): worth retrying later."""
+
+    CODE = "backend_unavailable"
 
 
-class BackendError(RuntimeError):
-    """The backend answered with an error that retrying will not fix: 502."""
+class BackendError(CodedError):
+    """The backend answered with an error that retrying will not fix."""
+
+    CODE = "backend_error"
 
 
 class Encoders(Protocol):

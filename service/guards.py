@@ -71,9 +71,7 @@ def require_api_key(request: Request) -> None:
         for key in keys:
             matched |= hmac.compare_digest(candidate, _digest(key))
     if not matched:
-        raise ApiError(
-            401, "unauthorized", "send a valid key as 'Authorization: Bearer <key>' or 'X-API-Key'"
-        )
+        raise ApiError("unauthorized", "send a valid key as 'Authorization: Bearer <key>' or 'X-API-Key'")
 
 
 def _digest(key: str) -> bytes:

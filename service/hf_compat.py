@@ -7,7 +7,9 @@ and ``{"inputs": "<base64 image>", "parameters": {"candidate_labels": [...], "hy
 sends a raw image body for this task). It reads back ``[{"label", "score"}, ...]``, best first.
 
 Scoring is :meth:`Gateway.classify` with the one hypothesis template as the prompt template (the model's own
-templates when none is given), so the scores equal ``/v1/classify``'s with ``templates=[template]``.
+templates when none is given), so the scores equal ``/v1/classify``'s with ``templates=[template]``. A gateway
+serving several models answers by the default one at that URL and by any other at
+``/v1/hf/<model>/zero-shot-image-classification``.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.decode import decode_base64
-from service.errors import ApiError
+from service.gateway import Gateway
 from service.request_bodies import parse_json, require_json
 from service.routes import ERROR_RESPONSES, GatewayDep, json_request_body, with_timeout
 from service.schemas import PNG_1PX, Prediction, Text
 
 PATH = "/v1/hf/zero-shot-image-classification"
-PLACEHOLDER = "{}"
+MODEL_PATH = "/v1/hf/{model}/zero-shot-image-classification"
 DESCRIPTION = (
     "The body and answer of the Hugging Face Inference task `zero-shot-image-classification`: point "
     "`huggingface_hub.InferenceClient(model=<this URL>)` here and call "
@@ -51,38 +53,35 @@ class ZeroShotRequest(_Strict):
     parameters: ZeroShotParameters
 
 
-def check_template(template: str | None) -> list[str] | None:
-    if template is None:
-        return None
-    if template.count(PLACEHOLDER) != 1:
-        raise ApiError(
-            422,
-            "invalid_template",
-            f"hypothesis_template needs exactly one {PLACEHOLDER} where the label goes, "
-            f"e.g. 'This is a photo of {PLACEHOLDER}.'",
-        )
-    return [template]
-
-
 def build_hf_router() -> APIRouter:
     router = APIRouter(responses=ERROR_RESPONSES, tags=["Hugging Face Inference"])
 
-    @router.post(
-        PATH,
-        response_model=list[Prediction],
-        summary="Zero-shot image classification, Hugging Face Inference style",
-        description=DESCRIPTION,
-        dependencies=[Depends(require_json)],
-        openapi_extra=json_request_body(ZeroShotRequest),
-    )
-    async def zero_shot_image_classification(request: Request, gw: GatewayDep) -> list[Prediction]:
+    async def answer(request: Request, gw: Gateway, model: str | None) -> list[Prediction]:
         gw.check_room()
         body = parse_json(ZeroShotRequest, await request.body())
-        templates = check_template(body.parameters.hypothesis_template)
+        template = body.parameters.hypothesis_template
         image = decode_base64(body.inputs)
         answer = await with_timeout(
-            request, gw.classify([image], body.parameters.candidate_labels, None, templates, None)
+            request,
+            gw.classify(
+                [image], body.parameters.candidate_labels, None, [template] if template else None, None, model
+            ),
         )
         return answer.results[0].predictions
+
+    route = {
+        "response_model": list[Prediction],
+        "description": DESCRIPTION,
+        "dependencies": [Depends(require_json)],
+        "openapi_extra": json_request_body(ZeroShotRequest),
+    }
+
+    @router.post(PATH, summary="Zero-shot image classification, Hugging Face Inference style", **route)
+    async def default_model(request: Request, gw: GatewayDep) -> list[Prediction]:
+        return await answer(request, gw, None)
+
+    @router.post(MODEL_PATH, summary="The same, by a named model", **route)
+    async def named_model(model: str, request: Request, gw: GatewayDep) -> list[Prediction]:
+        return await answer(request, gw, model)
 
     return router

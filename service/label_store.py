@@ -23,12 +23,13 @@ from typing import Protocol
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from lit_bundle.atomic import fsync_dir, remove_stale, write_atomic
+from lit_bundle.prompts import check_templates
+from service.errors import ApiError, CodedError
 
 log = logging.getLogger(__name__)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
-PLACEHOLDER = "{}"
 
 
 def utc_now() -> str:
@@ -40,7 +41,7 @@ def valid_name(name: str) -> bool:
     return bool(_NAME_RE.fullmatch(name))
 
 
-class LabelError(ValueError):
+class LabelError(ApiError, ValueError):
     """A label list that breaks a rule; ``code`` is the API error code (snake_case).
 
     Codes: ``empty_labels``, ``too_many_labels``, ``label_too_long``, ``blank_label``; ``index`` is the
@@ -48,9 +49,7 @@ class LabelError(ValueError):
     """
 
     def __init__(self, code: str, message: str, index: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message)
         self.index = index
 
 
@@ -100,10 +99,7 @@ class LabelSet(BaseModel):
             return None
         if not templates:
             raise ValueError("templates must not be empty; omit them to use the model's defaults")
-        for index, template in enumerate(templates):
-            if PLACEHOLDER not in template:
-                raise ValueError(f"template {index} ({template!r}) has no {PLACEHOLDER} placeholder")
-        return templates
+        return list(check_templates(templates))
 
 
 class CorruptLabelSetError(RuntimeError):
@@ -115,8 +111,10 @@ class CorruptLabelSetError(RuntimeError):
         self.reason = reason
 
 
-class LabelStoreUnavailable(RuntimeError):
+class LabelStoreUnavailable(CodedError):
     """The store cannot be reached (a Redis server down): the request gets 503, the gateway lives on."""
+
+    CODE = "label_store_unavailable"
 
 
 class LabelStore(Protocol):

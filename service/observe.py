@@ -57,7 +57,7 @@ class Observe:
         except Exception:
             log.exception("unhandled error (request %s)", request_id)
             if not started:
-                error = ApiError(500, "internal_error", "unexpected error; see server logs")
+                error = ApiError("internal_error", "unexpected error; see server logs")
                 await error_response(error)(scope, receive, stamped)
         # A cancelled request (client gone, shutdown cut-off) propagates without a record, as it has none.
         self._record(request, request_id, status, time.perf_counter() - began)
@@ -69,9 +69,7 @@ class Observe:
             return exc
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > self.max_body_bytes:
-            return ApiError(
-                413, "body_too_large", f"the body exceeds {self.max_body_bytes:,} bytes: {BODY_HINT}"
-            )
+            return ApiError("body_too_large", f"the body exceeds {self.max_body_bytes:,} bytes: {BODY_HINT}")
         return None
 
     def _record(self, request: Request, request_id: str, status: int, elapsed: float) -> None:

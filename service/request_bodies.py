@@ -29,6 +29,7 @@ IMAGE_BODY = {
                         "label_set": {"type": "string"},
                         "templates": {"type": "array", "items": {"type": "string"}},
                         "top_k": {"type": "integer", "minimum": 1},
+                        "model": {"type": "string"},
                     },
                     "required": ["images"],
                 }
@@ -39,7 +40,7 @@ IMAGE_BODY = {
 
 
 # Multipart fields that carry text; only ``images`` parts are files.
-TEXT_FIELDS = ("labels", "label_set", "templates", "top_k")
+TEXT_FIELDS = ("labels", "label_set", "templates", "top_k", "model")
 
 
 def is_json(request: Request) -> bool:
@@ -49,7 +50,7 @@ def is_json(request: Request) -> bool:
 def require_json(request: Request) -> None:
     """For JSON-only routes: FastAPI would answer another media type with a 422 schema error."""
     if not is_json(request):
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+        raise ApiError("unsupported_media_type", "send the body as application/json")
 
 
 def parse_json(model: type[B], raw: bytes) -> B:
@@ -58,7 +59,7 @@ def parse_json(model: type[B], raw: bytes) -> B:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ApiError(422, "invalid_body", f"{where}: {first['msg']} (see /docs for the schema)") from None
+        raise ApiError("invalid_body", f"{where}: {first['msg']} (see /docs for the schema)") from None
 
 
 async def read_image_request(request: Request) -> dict[str, Any]:
@@ -75,28 +76,27 @@ async def read_image_request(request: Request) -> dict[str, Any]:
             raise multipart_error(exc, settings) from None
         files = form.getlist("images")
         if any(not isinstance(f, UploadFile) for f in files):
-            raise ApiError(400, "invalid_image_part", "each 'images' part must be a file upload")
+            raise ApiError("invalid_image_part", "each 'images' part must be a file upload")
         for name in TEXT_FIELDS:
             if any(isinstance(v, UploadFile) for v in form.getlist(name)):
-                raise ApiError(
-                    422, "invalid_body", f"'{name}' must be a text field, not a file part (see /docs)"
-                )
+                raise ApiError("invalid_body", f"'{name}' must be a text field, not a file part (see /docs)")
         top_k = form.get("top_k")
         try:
             top_k = int(top_k) if top_k else None
         except ValueError:
-            raise ApiError(422, "invalid_body", "top_k must be an integer (see /docs)") from None
+            raise ApiError("invalid_body", "top_k must be an integer (see /docs)") from None
         if top_k is not None and top_k < 1:
-            raise ApiError(422, "invalid_body", "top_k must be at least 1 (see /docs)")
+            raise ApiError("invalid_body", "top_k must be at least 1 (see /docs)")
         return {
             "images": [await f.read() for f in files],
             "labels": [str(v) for v in form.getlist("labels")] or None,
             "label_set": form.get("label_set") or None,
             "templates": [str(v) for v in form.getlist("templates")] or None,
             "top_k": top_k,
+            "model": form.get("model") or None,
         }
     raise ApiError(
-        415, "unsupported_media_type", "send application/json (base64 images) or multipart/form-data (files)"
+        "unsupported_media_type", "send application/json (base64 images) or multipart/form-data (files)"
     )
 
 
@@ -105,9 +105,9 @@ def multipart_error(exc: StarletteHTTPException, settings: Settings) -> Exceptio
     if exc.status_code != 400:  # e.g. the streamed body limit (413)
         return exc
     if detail.startswith("Too many files"):
-        return ApiError(413, "too_many_images", f"too many image parts; the limit is {settings.max_images}")
+        return ApiError("too_many_images", f"too many image parts; the limit is {settings.max_images}")
     if detail.startswith("Too many fields"):
-        return ApiError(413, "too_many_labels", f"too many form fields; at most {settings.max_labels} labels")
+        return ApiError("too_many_labels", f"too many form fields; at most {settings.max_labels} labels")
     if detail.startswith("Part exceeded"):
-        return ApiError(413, "field_too_large", f"{detail} Send images as file parts")
-    return ApiError(400, "invalid_multipart", f"{detail} Send a well-formed multipart/form-data body")
+        return ApiError("field_too_large", f"{detail} Send images as file parts")
+    return ApiError("invalid_multipart", f"{detail} Send a well-formed multipart/form-data body")

@@ -13,7 +13,7 @@ from starlette.routing import Match
 from service.decode import decode_base64
 from service.errors import ApiError
 from service.gateway import Gateway
-from service.label_store import PLACEHOLDER, valid_name
+from service.label_store import valid_name
 from service.request_bodies import IMAGE_BODY, is_json, parse_json, read_image_request, require_json
 from service.schemas import (
     ClassifyRequest,
@@ -26,6 +26,7 @@ from service.schemas import (
     LabelSetResponse,
     LabelSetSummary,
     ModelInfo,
+    ModelsResponse,
 )
 
 T = TypeVar("T")
@@ -70,7 +71,7 @@ def image_request_body(json_model: type[BaseModel]) -> dict[str, Any]:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in {
-        400: "bad input", 401: "missing or wrong API key", 404: "unknown label set",
+        400: "bad input", 401: "missing or wrong API key", 404: "unknown label set or model",
         413: "body, image or label list too large", 415: "unsupported media type or image format",
         422: "schema error", 429: "overloaded", 502: "the backend refused the work",
         503: "not ready, or the backend is down", 504: "timed out",
@@ -107,15 +108,20 @@ async def with_timeout(
     try:
         return await asyncio.wait_for(work, seconds)
     except TimeoutError:
-        raise ApiError(504, "timeout", f"the request took longer than {seconds:g} s: {hint}") from None
+        raise ApiError("timeout", f"the request took longer than {seconds:g} s: {hint}") from None
 
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 
-    @router.get("/models", response_model=ModelInfo, summary="The active model")
-    async def models(gw: GatewayDep) -> ModelInfo:
-        return await gw.info()
+    @router.get("/models", response_model=ModelsResponse, summary="Every served model, the default first")
+    async def models(gw: GatewayDep) -> ModelsResponse:
+        default = await gw.info()
+        return ModelsResponse(**default.model_dump(), default=default.name, models=await gw.model_infos())
+
+    @router.get("/models/{name}", response_model=ModelInfo, summary="One served model")
+    async def model(name: str, gw: GatewayDep) -> ModelInfo:
+        return await gw.info(name)
 
     @router.post(
         "/classify",
@@ -129,7 +135,12 @@ def build_router() -> APIRouter:
         return await with_timeout(
             request,
             gw.classify(
-                fields["images"], fields["labels"], fields["label_set"], fields["templates"], fields["top_k"]
+                fields["images"],
+                fields["labels"],
+                fields["label_set"],
+                fields["templates"],
+                fields["top_k"],
+                fields["model"],
             ),
         )
 
@@ -142,10 +153,12 @@ def build_router() -> APIRouter:
     async def embed_image(request: Request, gw: GatewayDep) -> EmbedResponse:
         gw.check_room()
         if is_json(request):
-            images = [decode_base64(s) for s in parse_json(EmbedImageRequest, await request.body()).images]
+            body = parse_json(EmbedImageRequest, await request.body())
+            images, model = [decode_base64(s) for s in body.images], body.model
         else:
-            images = (await read_image_request(request))["images"]
-        return await with_timeout(request, gw.embed_images(images))
+            fields = await read_image_request(request)
+            images, model = fields["images"], fields["model"]
+        return await with_timeout(request, gw.embed_images(images, model))
 
     @router.post(
         "/embed/text",
@@ -156,7 +169,7 @@ def build_router() -> APIRouter:
     )
     async def embed_text(request: Request, gw: GatewayDep) -> EmbedResponse:
         body = parse_json(EmbedTextRequest, await request.body())
-        return await with_timeout(request, gw.embed_texts(body.texts))
+        return await with_timeout(request, gw.embed_texts(body.texts, body.model))
 
     @router.put(
         "/label-sets/{name}",
@@ -169,16 +182,13 @@ def build_router() -> APIRouter:
         body = parse_json(LabelSetRequest, await request.body())
         if not valid_name(name):
             raise ApiError(
-                422,
                 "invalid_label_set",
                 f"{name[:80]!r} is not a valid label set name: 1 to 64 letters, digits, '_', '.' or '-', "
                 "starting with a letter or digit",
             )
-        if body.templates is not None and any(PLACEHOLDER not in t for t in body.templates):
-            raise ApiError(422, "invalid_template", "every template needs a {} where the label goes")
         stored = await with_timeout(
             request,
-            gw.put_label_set(name, body.labels, body.templates),
+            gw.put_label_set(name, body.labels, body.templates, body.model),
             gw.settings.label_set_timeout_s,
             "register the labels in several smaller sets, or raise LIT_LABEL_SET_TIMEOUT_S",
         )
@@ -193,13 +203,13 @@ def build_router() -> APIRouter:
     async def get_label_set(name: str, gw: GatewayDep) -> Any:
         stored = await asyncio.to_thread(gw.store.get, name)
         if stored is None:
-            raise ApiError(404, "unknown_label_set", f"no label set named {name!r}")
+            raise ApiError("unknown_label_set", f"no label set named {name!r}")
         return stored.model_dump()
 
     @router.delete("/label-sets/{name}", status_code=204, summary="Delete a label set")
     async def delete_label_set(name: str, gw: GatewayDep) -> Response:
         if not await asyncio.to_thread(gw.store.delete, name):
-            raise ApiError(404, "unknown_label_set", f"no label set named {name!r}")
+            raise ApiError("unknown_label_set", f"no label set named {name!r}")
         return Response(status_code=204)
 
     return router

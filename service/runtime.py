@@ -11,17 +11,17 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Tokenizer
 
+from lit_bundle.prompts import ensemble, expand_prompts
 from lit_bundle.repository import Bundle, load_bundle
 from service.buckets import batch_buckets, pad_to_bucket
 from service.encoders import TEXT_BATCH, Encoders, open_encoders
 from service.settings import Settings
-from service.text_cache import ensemble, expand_prompts
 
 log = logging.getLogger(__name__)
 
 
-def _read_bundle(settings: Settings) -> tuple[Bundle, Tokenizer]:
-    bundle = load_bundle(settings.repository, settings.model_name)
+def _read_bundle(settings: Settings, name: str) -> tuple[Bundle, Tokenizer]:
+    bundle = load_bundle(settings.repository, name)
     return bundle, bundle.load_tokenizer()
 
 
@@ -33,9 +33,9 @@ class ModelRuntime:
     max_batch: int = 32
 
     @classmethod
-    async def load(cls, settings: Settings) -> ModelRuntime:
-        """The repository's active version, served by the backend ``settings`` choose, warmed up."""
-        bundle, tokenizer = await asyncio.to_thread(_read_bundle, settings)
+    async def load(cls, settings: Settings, name: str) -> ModelRuntime:
+        """The active version of bundle ``name``, served by the backend ``settings`` choose, warmed up."""
+        bundle, tokenizer = await asyncio.to_thread(_read_bundle, settings, name)
         encoders = await open_encoders(bundle, settings)
         runtime = cls(bundle, encoders, tokenizer, settings.max_batch_size)
         if not encoders.batches_images:  # Triton warms its own models (model_warmup in config.pbtxt)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
@@ -41,6 +41,10 @@ class ClassifyRequest(_Body):
     top_k: StrictInt | None = Field(
         default=None, ge=1, description="return only the k best labels per image (a JSON integer)"
     )
+    model: Text | None = Field(
+        default=None,
+        description="the model to use (see GET /v1/models); default: the gateway's default model",
+    )
 
 
 class Prediction(BaseModel):
@@ -64,10 +68,18 @@ class ClassifyResponse(BaseModel):
 
 class EmbedImageRequest(_Body):
     images: list[str] = Field(description="base64-encoded images", examples=[[PNG_1PX]])
+    model: Text | None = Field(
+        default=None,
+        description="the model to use (see GET /v1/models); default: the gateway's default model",
+    )
 
 
 class EmbedTextRequest(_Body):
     texts: list[Text] = Field(examples=[["a photo of a red circle."]])
+    model: Text | None = Field(
+        default=None,
+        description="the model to use (see GET /v1/models); default: the gateway's default model",
+    )
 
 
 class EmbedResponse(BaseModel):
@@ -79,6 +91,11 @@ class EmbedResponse(BaseModel):
 class LabelSetRequest(_Body):
     labels: list[Text] = Field(examples=[["red circle", "blue square"]])
     templates: list[Text] | None = Field(default=None, min_length=1, examples=[["a photo of a {}."]])
+    model: Text | None = Field(
+        default=None,
+        description="the model that encodes the set at once (others encode it on first use); default: the "
+        "default model",
+    )
 
 
 class LabelSetResponse(BaseModel):
@@ -96,25 +113,45 @@ class LabelSetSummary(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    """A served model; a model that is not loaded (failed, or unloaded to save memory) has only its name,
+    state and, for a failure, the error."""
+
     name: str
-    version: int
-    backend: str = Field(description="onnxruntime (embedded) or triton")
+    state: Literal["loading", "ready", "failed", "unloaded"] = "ready"
+    error: str | None = Field(default=None, description="why the model could not be loaded")
+    version: int | None = None
+    backend: str | None = Field(default=None, description="onnxruntime (embedded) or triton")
     backend_version: str | None = Field(
         default=None, description="e.g. onnxruntime 1.32.0 or triton 2.51.0; null until Triton has answered"
     )
-    providers: list[str] = Field(description="ONNX Runtime execution providers, or the Triton endpoint")
-    embed_dim: int
-    image_size: int
-    loss: str
-    templates: list[str]
+    providers: list[str] = Field(
+        default_factory=list, description="ONNX Runtime execution providers, or the Triton endpoint"
+    )
+    embed_dim: int | None = None
+    image_size: int | None = None
+    loss: str | None = None
+    templates: list[str] = Field(default_factory=list)
+
+
+class ModelsResponse(ModelInfo):
+    """The default model's description (what clients of a one-model gateway read) and every model's."""
+
+    default: str = Field(description="the model that answers requests naming none")
+    models: list[ModelInfo]
 
 
 class ReadyResponse(BaseModel):
     status: str = Field(examples=["ready"])
-    model: ModelRef
+    model: ModelRef = Field(description="the default model")
     providers: list[str] = Field(
-        description="where the encoders really run: ONNX Runtime execution providers, or the Triton endpoint",
+        description="where the default model's encoders really run: ONNX Runtime execution providers, or the "
+        "Triton endpoint",
         examples=[["CUDAExecutionProvider", "CPUExecutionProvider"]],
+    )
+    models: dict[str, str] = Field(
+        default_factory=dict,
+        description="each model's state: ready, or why it is not",
+        examples=[{"lit_demo": "ready"}],
     )
 
 

@@ -18,7 +18,23 @@ class Settings(BaseSettings):
 
     # What to serve
     repository: Path = Field(default=Path("model_repository"), description="Triton model repository")
-    model_name: str | None = Field(default=None, description="bundle name (default: the only one)")
+    models: list[str] = Field(
+        default_factory=list, description="bundles to serve (default: every bundle in the repository)"
+    )
+    default_model: str | None = Field(
+        default=None, description="the model for requests that name none (default: the first of LIT_MODELS)"
+    )
+    max_loaded_models: int = Field(
+        default=0,
+        ge=0,
+        description="models kept in memory at once (0 = all); the least recently used other than the default "
+        "is unloaded and reloads on its next request",
+    )
+    label_sets_eager: bool = Field(
+        default=False,
+        description="encode every stored label set for every model as it loads (default: only for the "
+        "default model; other models encode a set on its first use)",
+    )
     backend: Literal["onnxruntime", "triton"] = "onnxruntime"
     providers: list[str] = Field(
         default=["auto"],
@@ -29,6 +45,11 @@ class Settings(BaseSettings):
         default="auto",
         description="where label scores are computed: gpu (CuPy; an error if it cannot), cpu, or auto (the "
         "GPU when CuPy sees one and passes its self-test)",
+    )
+    decode_device: Literal["auto", "cpu", "gpu"] = Field(
+        default="cpu",
+        description="where baseline JPEGs are decoded and resized: gpu (nvImageCodec and CuPy; an error if "
+        "it cannot), cpu, or auto (the GPU when it passes its self-test); other images decode on the CPU",
     )
     trt_cache_dir: Path = Field(
         default=Path(".cache/tensorrt"),

@@ -28,7 +28,6 @@ from service.guards import error_response
 log = logging.getLogger(__name__)
 
 CUT_OFF = ApiError(
-    503,
     "shutting_down",
     "the server shut down before this request finished (LIT_SHUTDOWN_GRACE_S); it was not completed: "
     "send it again",

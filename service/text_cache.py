@@ -20,8 +20,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-PLACEHOLDER = "{}"
-
 # Accounted per entry on top of the vector's bytes: the key tuple, the ordered-dict node and the ndarray
 # header come to roughly 250 bytes in CPython; the label text is added separately (UTF-8 length).
 ENTRY_OVERHEAD_BYTES = 256
@@ -39,42 +37,6 @@ def template_key(templates: Sequence[str]) -> str:
 def entry_bytes(label: str, embedding: np.ndarray) -> int:
     """Bytes one entry is accounted for against ``max_bytes``."""
     return int(embedding.nbytes) + len(label.encode()) + ENTRY_OVERHEAD_BYTES
-
-
-def expand_prompts(labels: Sequence[str], templates: Sequence[str]) -> list[str]:
-    """One prompt per (label, template), label-major: all templates of label 0, then label 1, ...
-
-    ``str.replace`` rather than ``str.format``: labels and templates come from clients, and ``format``
-    would interpret other braces (``"{0.__class__}"``) in them.
-    """
-    if not templates:
-        raise ValueError("templates must not be empty")
-    for index, template in enumerate(templates):
-        if PLACEHOLDER not in template:
-            raise ValueError(f"template {index} ({template!r}) has no {PLACEHOLDER} placeholder")
-    return [template.replace(PLACEHOLDER, label) for label in labels for template in templates]
-
-
-def _normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=axis, keepdims=True)
-    return x / np.maximum(norm, np.finfo(np.float32).tiny)
-
-
-def ensemble(template_embeddings: np.ndarray, labels_count: int, templates_count: int) -> np.ndarray:
-    """CLIP/LiT prompt ensembling: per label, mean of its L2-normalised template embeddings, normalised.
-
-    Rows are label-major, as produced by ``expand_prompts``. Rows are normalised again here so the mean is
-    over unit vectors even if an encoder's output was not exactly unit length. Returns float32
-    ``(labels_count, dim)``.
-    """
-    x = np.asarray(template_embeddings, dtype=np.float32)
-    if x.ndim != 2 or x.shape[0] != labels_count * templates_count:
-        raise ValueError(
-            f"expected {labels_count * templates_count} rows ({labels_count} labels x {templates_count} "
-            f"templates) of a 2-D array, got shape {x.shape}"
-        )
-    grouped = _normalise(x).reshape(labels_count, templates_count, x.shape[1])
-    return _normalise(grouped.mean(axis=1)).astype(np.float32, copy=False)
 
 
 class TextEmbeddingCache:

@@ -42,7 +42,7 @@ def build_web_router(folder: Path = STATIC) -> APIRouter:
     def serve(name: str) -> FileResponse:
         path = files.get(name)
         if path is None:
-            raise ApiError(404, "not_found", f"no file {name[:80]!r} here; the demo page is at /")
+            raise ApiError("not_found", f"no file {name[:80]!r} here; the demo page is at /")
         return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers=HEADERS)
 
     @router.get("/")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from tests.gateway_server import free_port, stop_process
+from harness.gateway import free_port, stop_process
 
 
 @contextmanager

@@ -1,30 +1,23 @@
-"""Sample requests for gateway tests: synthetic-world images, labels, and the scores they must get."""
+"""Sample requests for gateway tests: held-out synthetic images, and the scores they must get.
+
+The synthetic world, its labels and the image encoding are :mod:`harness.images` (the benchmarks use
+them too); what is here only the tests need.
+"""
 
 from __future__ import annotations
 
 import io
-import re
 from pathlib import Path
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
 from tokenizers import Tokenizer
 
+from harness.gateway import REPOSITORY
+from harness.images import WORLD, encode
 from lit_bundle.preprocess import resize_and_crop
 from lit_bundle.repository import load_bundle
-from tests.gateway_server import REPOSITORY
-from training.data.synthetic import SyntheticWorld
-
-WORLD = SyntheticWorld(image_size=64, seed=4242)
-LABELS = WORLD.class_names[:10]
-
-
-def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt)
-    return buffer.getvalue()
 
 
 def images(count: int, offset: int = 0) -> list[bytes]:
@@ -71,10 +64,3 @@ def as_matrix(response: dict, labels: list[str]) -> np.ndarray:
             for r in response["results"]
         ]
     )
-
-
-def metric(text_or_url: str, name: str) -> float:
-    """One sample's value from Prometheus text (or from ``<url>/metrics``); 0 when absent."""
-    text = httpx.get(f"{text_or_url}/metrics").text if text_or_url.startswith("http") else text_or_url
-    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0

@@ -25,8 +25,8 @@ import pytest
 from starlette.requests import Request
 
 import service.guards
+from harness.gateway import REPOSITORY, free_port, running_gateway, stop_process
 from service.errors import ApiError
-from tests.gateway_server import REPOSITORY, free_port, running_gateway, stop_process
 
 # Distinctive strings, so that finding one in a log cannot be a coincidence.
 KEY = "lit-key-7Qf3x9ZmB2pLw8RtK4vN"
@@ -86,7 +86,7 @@ def v1_operations(client: httpx.Client) -> list[tuple[str, str]]:
     """Every (method, path) under /v1 in the gateway's OpenAPI, path parameters filled in."""
     spec = client.get("/openapi.json").json()
     operations = [
-        (method.upper(), path.replace("{name}", "pets"))
+        (method.upper(), path.replace("{name}", "pets").replace("{model}", "lit_demo"))
         for path, methods in spec["paths"].items()
         if path.startswith("/v1/")
         for method in methods
@@ -114,7 +114,9 @@ def test_the_gateway_documents_every_v1_route(keyed: SimpleNamespace) -> None:
     operations = v1_operations(keyed.client)
     expected = {
         ("GET", "/v1/models"),
+        ("GET", "/v1/models/pets"),
         ("POST", "/v1/classify"),
+        ("POST", "/v1/hf/lit_demo/zero-shot-image-classification"),
         ("POST", "/v1/embed/image"),
         ("POST", "/v1/embed/text"),
         ("GET", "/v1/label-sets"),

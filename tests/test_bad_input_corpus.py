@@ -1,14 +1,14 @@
-"""The bad-input corpus (tests/bad_inputs.py) against one real gateway process, then proof it is unharmed.
+"""The bad-input corpus (tests/bad_input_cases.py) against one real gateway, then proof it is unharmed.
 
 Each case must get its status and error code with the documented error body (DESIGN §4); the debatable
-answers are decided and explained in tests/bad_inputs.py. Where an image is served, the tests below show
-that it was read the right way: EXIF orientation applied, the first frame of an animation, 16-bit samples
-scaled. Last, the same gateway must still be healthy and classify exactly like the bundle's own encoders.
+answers are decided and explained in tests/bad_input_cases.py. Where an image is served, the tests below
+show that it was read the right way: EXIF orientation applied, the first frame of an animation, 16-bit
+samples scaled. Last, the same gateway must still be healthy and classify exactly like the bundle's own
+encoders.
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import re
 import time
@@ -21,17 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.bad_inputs import (
-    Case,
-    build_corpus,
-    encode,
-    exif_bytes,
-    frames,
-    png_from_rows,
-    send,
-)
-from tests.gateway_server import running_gateway
-from tests.samples import LABELS, WORLD, Reference, as_matrix
+from harness.gateway import running_gateway
+from harness.images import LABELS, WORLD, encode
+from tests.bad_input_cases import Case, build_corpus, send
+from tests.bad_input_images import exif_bytes, frames, png_from_rows
+from tests.bad_input_requests import b64
+from tests.samples import Reference, as_matrix
 
 SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 CORPUS = build_corpus()
@@ -103,10 +98,6 @@ def test_bad_input(gateway: SimpleNamespace, case: Case) -> None:
 
 
 # --- the served images were read correctly -----------------------------------------------------------
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def embed(gateway: SimpleNamespace, *blobs: bytes) -> np.ndarray:

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from bench import footprint, gateway_throughput, label_encoding
+from harness.images import photo_jpegs
 
 
 def _written(folder: Path, name: str) -> dict:
@@ -23,7 +24,7 @@ def _written(folder: Path, name: str) -> dict:
 
 
 def test_photo_jpegs_are_distinct_jpeg_photos() -> None:
-    blobs = gateway_throughput.photo_jpegs(3, (320, 240))
+    blobs = photo_jpegs(3, (320, 240))
     assert len(set(blobs)) == 3
     for blob in blobs:
         assert blob[:2] == b"\xff\xd8"

@@ -19,11 +19,11 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
+from harness.gateway import running_gateway
 from lit_bundle.manifest import BundleError, manifest_path, read_manifest
 from lit_bundle.preprocess import resize_and_crop
 from lit_bundle.repository import active_version, load_bundle, promote, prune, versions
 from lit_bundle.signature import check_signature
-from tests.gateway_server import running_gateway
 from tests.helpers import TINY_IMAGE, tiny_config
 from training import export as export_module
 from training import onnx_graphs

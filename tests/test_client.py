@@ -1,5 +1,6 @@
-"""The Python client (issue 9, item 1): every /v1 method, sync and async, against one real gateway process
-(with an API key), plus retries through a small local HTTP server that answers 429/503 before forwarding.
+"""The Python client: every /v1 method, sync and async, against one real gateway process (with an API key)
+and one serving two models (plus a third that fails to load), plus retries through a small local HTTP
+server that answers 429/503 before forwarding.
 
 Results must equal the server's own JSON and the reference scores (within 1e-5); every failure is a
 ``LitError`` carrying the server's status, code, message and request id.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -24,18 +26,62 @@ import httpx
 import numpy as np
 import pytest
 
-from lit_client import AsyncLitClient, ClassifyResult, Embeddings, LabelSet, LitClient, LitError, ModelInfo
-from tests.gateway_server import ROOT, free_port, running_gateway
-from tests.samples import LABELS, Reference, as_matrix, images
+from harness.gateway import REPOSITORY, ROOT, free_port, running_gateway
+from harness.images import LABELS
+from lit_client import (
+    AsyncLitClient,
+    ClassifyResult,
+    Embeddings,
+    LabelSet,
+    LitClient,
+    LitError,
+    ModelInfo,
+    Models,
+    calls,
+)
+from tests.samples import Reference, as_matrix, images
 
 KEY = "client-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 MODES = ["sync", "async"]
+# The gateway of the ``pair`` fixture: two models (lit_other the default) and one that cannot load.
+PAIR = ["lit_demo", "lit_other", "lit_missing"]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with running_gateway(tmp_path_factory.mktemp("gw"), LIT_API_KEYS=json.dumps([KEY])) as url:
+        yield url
+
+
+def two_model_repository(folder: Path) -> Path:
+    """A copy of the committed repository with a second bundle, ``lit_other``: the demo model's files under
+    another name (so the same scores; answers tell the two apart by the model name they carry)."""
+    repository = folder / "model_repository"
+    shutil.copytree(REPOSITORY, repository)
+    for encoder in ("image", "text"):
+        shutil.copytree(repository / f"lit_demo_{encoder}", repository / f"lit_other_{encoder}")
+    for name in (
+        "lit_other_image/config.pbtxt",
+        "lit_other_text/config.pbtxt",
+        "lit_other_image/1/manifest.json",
+    ):
+        path = repository / name
+        path.write_text(path.read_text().replace("lit_demo", "lit_other"))
+    return repository
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A gateway serving lit_demo and lit_other (the default), and naming lit_missing, which fails to load."""
+    work = tmp_path_factory.mktemp("pair")
+    env = {
+        "LIT_REPOSITORY": str(two_model_repository(work)),
+        "LIT_MODELS": json.dumps(PAIR),
+        "LIT_DEFAULT_MODEL": "lit_other",
+        "LIT_API_KEYS": json.dumps([KEY]),
+    }
+    with running_gateway(work, **env) as url:
         yield url
 
 
@@ -71,9 +117,80 @@ def close(a: Any, b: Any) -> bool:
 @pytest.mark.parametrize("mode", MODES)
 def test_models_is_the_servers_answer(server: str, mode: str) -> None:
     info = call(mode, server, "models")
-    assert isinstance(info, ModelInfo)
+    assert isinstance(info, Models) and isinstance(info, ModelInfo)  # the default's fields at the top level
     assert asdict(info) == raw(server, "GET", "/v1/models")
-    assert (info.name, info.version) == ("lit_demo", 1)
+    assert (info.name, info.version, info.state, info.default) == ("lit_demo", 1, "ready", "lit_demo")
+    one = call(mode, server, "model", "lit_demo")
+    assert info.models == [one]
+    assert asdict(one) == raw(server, "GET", "/v1/models/lit_demo")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_models_of_a_gateway_with_several(pair: str, mode: str) -> None:
+    info = call(mode, pair, "models")
+    assert asdict(info) == raw(pair, "GET", "/v1/models")
+    assert (info.default, info.name) == ("lit_other", "lit_other")
+    assert [(m.name, m.state) for m in info.models] == [
+        ("lit_demo", "ready"),
+        ("lit_other", "ready"),
+        ("lit_missing", "failed"),
+    ]
+    demo, missing = info.get("lit_demo"), info.get("lit_missing")
+    assert demo is not None and (demo.version, demo.embed_dim, demo.image_size) == (1, 128, 64)
+    assert missing is not None and "lit_missing" in (missing.error or "")
+    assert (missing.version, missing.backend, missing.embed_dim, missing.providers) == (None, None, None, [])
+    assert info.get("nope") is None
+    assert call(mode, pair, "model", "lit_missing") == missing
+    with pytest.raises(LitError) as caught:
+        call(mode, pair, "model", "nope")
+    assert (caught.value.status, caught.value.code) == (404, "unknown_model")
+
+
+def test_model_goes_in_each_request_body_only_when_given() -> None:
+    blob = images(1)[0]
+    assert calls.classify(blob, labels=["a"], model="m2").content["data"]["model"] == "m2"
+    assert calls.embed_images(blob, model="m2").content["data"] == {"model": "m2"}
+    assert calls.embed_texts(["a"], model="m2").content["json"] == {"texts": ["a"], "model": "m2"}
+    assert calls.put_label_set("s", ["a"], model="m2").content["json"] == {"labels": ["a"], "model": "m2"}
+    assert "model" not in calls.classify(blob, labels=["a"]).content["data"]
+    assert "model" not in calls.embed_images(blob).content["data"]
+    assert "model" not in calls.embed_texts(["a"]).content["json"]
+    assert "model" not in calls.put_label_set("s", ["a"], ["a {}."]).content["json"]
+    assert calls.model("a/b").path == "/v1/models/a%2Fb"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_call_is_answered_by_the_model_it_names(pair: str, reference: Reference, mode: str) -> None:
+    blobs, texts = images(2, offset=11), ["a red circle", "a blue square"]
+    for model, expected in ((None, "lit_other"), ("lit_demo", "lit_demo"), ("lit_other", "lit_other")):
+        result = call(mode, pair, "classify", blobs, labels=LABELS, model=model)
+        assert result.model.name == expected
+        assert close(as_matrix(asdict(result), LABELS), reference.scores(blobs, LABELS, None))
+        assert call(mode, pair, "embed_images", blobs, model=model).model.name == expected
+        assert call(mode, pair, "embed_texts", texts, model=model).model.name == expected
+
+    name = f"pair-{mode}"
+    stored = call(mode, pair, "put_label_set", name, LABELS, templates=["a {}."], model="lit_demo")
+    assert (stored.name, stored.labels) == (name, LABELS)
+    for model in ("lit_demo", "lit_other"):  # a label set belongs to no model
+        result = call(mode, pair, "classify", blobs, label_set=name, model=model)
+        assert result.model.name == model
+        assert close(as_matrix(asdict(result), LABELS), reference.scores(blobs, LABELS, ["a {}."]))
+    call(mode, pair, "delete_label_set", name)
+
+    for method, args in (
+        ("classify", (blobs,)),
+        ("embed_images", (blobs,)),
+        ("embed_texts", (texts,)),
+        ("put_label_set", (name, LABELS)),
+    ):
+        kwargs = {"labels": LABELS} if method == "classify" else {}
+        with pytest.raises(LitError) as caught:
+            call(mode, pair, method, *args, model="nope", **kwargs)
+        assert (caught.value.status, caught.value.code) == (404, "unknown_model"), method
+        with pytest.raises(LitError) as caught:
+            call(mode, pair, method, *args, model="lit_missing", client={"retries": 0}, **kwargs)
+        assert (caught.value.status, caught.value.code) == (503, "not_ready"), method
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -1,7 +1,7 @@
-"""The ``lit`` command line (issue 9, item 2), run as a real process (``python -m lit_client.cli``) against
-one real gateway process, over a folder tree with nested images, a file that is not an image and a broken
-image. Table, JSON Lines and CSV outputs must match the reference scores; a failed image means exit code 1
-and a summary on stderr; usage errors exit 2.
+"""The ``lit`` command line, run as a real process (``python -m lit_client.cli``) against one real gateway
+process, over a folder tree with nested images, a file that is not an image and a broken image. Table, JSON
+Lines and CSV outputs must match the reference scores; a failed image means exit code 1 and a summary on
+stderr; usage errors exit 2. ``lit models`` and ``--model`` run against a gateway serving two models.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.gateway_server import ROOT, running_gateway
-from tests.samples import LABELS, Reference, images
+from harness.gateway import ROOT, running_gateway
+from harness.images import LABELS
+from tests.samples import Reference, images
+from tests.test_client import PAIR, two_model_repository
 
 KEY = "cli-test-key"
 GOOD = ["photos/a/one.png", "photos/a/deeper/two.PNG", "photos/b/three.png", "photos/top.png"]
@@ -29,6 +31,20 @@ BROKEN = "photos/b/broken.png"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with running_gateway(tmp_path_factory.mktemp("gw"), LIT_API_KEYS=json.dumps([KEY])) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A gateway serving lit_demo and lit_other (the default), and naming lit_missing, which fails to load."""
+    work = tmp_path_factory.mktemp("pair")
+    env = {
+        "LIT_REPOSITORY": str(two_model_repository(work)),
+        "LIT_MODELS": json.dumps(PAIR),
+        "LIT_DEFAULT_MODEL": "lit_other",
+        "LIT_API_KEYS": json.dumps([KEY]),
+    }
+    with running_gateway(work, **env) as url:
         yield url
 
 
@@ -195,3 +211,78 @@ def test_a_folder_without_images_is_a_usage_error(server: str, tree: Path) -> No
     done = lit(tree, server, "classify", "empty", "--labels", "a,b")
     assert done.returncode == 2
     assert "no image files" in done.stderr
+
+
+def test_models_lists_every_model(pair: str, tree: Path) -> None:
+    done = lit(tree, pair, "models", "-f", "jsonl")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["name"], r["state"], r["default"]) for r in records] == [
+        ("lit_demo", "ready", False),
+        ("lit_other", "ready", True),
+        ("lit_missing", "failed", False),
+    ]
+    assert (records[0]["version"], records[0]["embed_dim"], records[0]["image_size"]) == (1, 128, 64)
+    assert "lit_missing" in records[2]["error"] and records[2]["version"] is None
+
+    table = lit(tree, pair, "models")
+    assert table.returncode == 0, table.stderr
+    header = next(line for line in table.stdout.splitlines() if " name " in line)
+    for column in ("version", "state", "backend", "dim", "image_size", "loss", "default", "error"):
+        assert f" {column} " in header
+    (other,) = [line for line in table.stdout.splitlines() if " lit_other " in line]
+    assert " ready " in other and " onnxruntime " in other and " 128 " in other and " yes " in other
+    (missing,) = [line for line in table.stdout.splitlines() if " lit_missing " in line]
+    assert " failed " in missing
+
+    rows = list(csv.DictReader(io.StringIO(lit(tree, pair, "models", "-f", "csv").stdout)))
+    assert [(r["name"], r["dim"], r["default"]) for r in rows] == [
+        ("lit_demo", "128", ""),
+        ("lit_other", "128", "yes"),
+        ("lit_missing", "", ""),
+    ]
+
+
+def test_model_option_picks_the_model(pair: str, tree: Path, expected: dict[str, np.ndarray]) -> None:
+    for option, model in (
+        ([], "lit_other"),
+        (["--model", "lit_demo"], "lit_demo"),
+        (["-m", "lit_other"], "lit_other"),
+    ):
+        done = lit(
+            tree, pair, "classify", "photos/top.png", "--labels", labels_option(), "-f", "jsonl", *option
+        )
+        assert done.returncode == 0, done.stderr
+        record = json.loads(done.stdout)
+        assert record["model"] == {"name": model, "version": 1}
+        scores = {p["label"]: p["score"] for p in record["predictions"]}
+        assert (
+            np.abs(np.array([scores[label] for label in LABELS]) - expected["photos/top.png"]).max() <= 1e-5
+        )
+
+    created = lit(
+        tree,
+        pair,
+        "label-sets",
+        "create",
+        "cli-pair",
+        "--labels",
+        "red circle,blue star",
+        "--model",
+        "lit_demo",
+    )
+    assert (created.returncode, created.stdout.strip()) == (0, "cli-pair: 2 labels"), created.stderr
+    done = lit(
+        tree, pair, "classify", "photos/top.png", "--label-set", "cli-pair", "-m", "lit_other", "-f", "jsonl"
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["model"]["name"] == "lit_other"
+    assert lit(tree, pair, "label-sets", "delete", "cli-pair").returncode == 0
+
+    unknown = lit(tree, pair, "classify", "photos", "--labels", "a,b", "--model", "nope", "-c", "1")
+    assert unknown.returncode == 1
+    assert (
+        "404 unknown_model" in unknown.stderr and "not sent (stopped after unknown_model)" in unknown.stderr
+    )
+    refused = lit(tree, pair, "label-sets", "create", "cli-nope", "--labels", "a,b", "--model", "nope")
+    assert refused.returncode == 1 and "404 unknown_model" in refused.stderr

@@ -168,6 +168,15 @@ def test_the_gpu_extra_pins_onnxruntime_gpu_cupy_and_the_nvidia_wheels():
     assert allowed and all(release in checker.ONNXRUNTIME_GPU_CUDA for release in allowed), allowed
 
 
+def test_the_gpu_jpeg_decoder_pin_is_cuda_13_with_nvjpeg():
+    """nvImageCodec (LIT_DECODE_DEVICE=gpu) is built per CUDA major (-cu13); without its nvjpeg extra it has
+    no GPU JPEG decoder."""
+    (pin,) = [r for r in gpu_extra() if Requirement(r).name == "nvidia-nvimgcodec-cu13"]
+    assert requirement_major(pin) == CUDA_MAJOR, pin
+    assert "nvjpeg" in Requirement(pin).extras, pin
+    assert requirement_major(pin.replace("-cu13", "-cu12")) == 12  # the check can fail
+
+
 def test_the_gpu_image_builds_on_a_cuda_13_image_and_checks_itself():
     dockerfile = parse_dockerfile(ROOT / "Dockerfile")
     image = dockerfile.global_args["CUDA_IMAGE"]

@@ -324,7 +324,7 @@ def test_bad_base64_is_400(text: str) -> None:
 
 
 def test_api_error_body() -> None:
-    error = ApiError(415, "unsupported_image_format", "send a JPEG")
+    error = ApiError("unsupported_image_format", "send a JPEG")
     assert (error.status, error.code, str(error)) == (
         415,
         "unsupported_image_format",

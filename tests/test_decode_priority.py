@@ -26,8 +26,8 @@ def test_decode_pool_threads_take_the_configured_niceness(tmp_path: Path, nicene
     settings = Settings(decode_niceness=niceness, decode_threads=2, label_store=str(tmp_path / "sets"))
     gateway = Gateway(settings, Metrics())
     try:
-        seen = {gateway.decode_pool.submit(_own_niceness).result(timeout=10) for _ in range(8)}
+        seen = {gateway.pipeline.pool.submit(_own_niceness).result(timeout=10) for _ in range(8)}
     finally:
-        gateway.decode_pool.shutdown()
+        gateway.pipeline.pool.shutdown()
     assert seen == {min(19, base + niceness) if niceness else base}
     assert _own_niceness() == base  # the caller's thread is untouched

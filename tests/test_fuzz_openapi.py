@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.gateway_server import running_gateway
+from harness.gateway import running_gateway
 
 SEED = 20_260_801
 MAX_EXAMPLES = 50  # per operation in the fuzzing phase; the examples, coverage and stateful phases add theirs

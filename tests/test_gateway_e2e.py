@@ -15,8 +15,10 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.gateway_server import running_gateway
-from tests.samples import LABELS, WORLD, Reference, as_matrix, encode, images, metric
+from harness.gateway import running_gateway
+from harness.images import LABELS, WORLD, encode
+from harness.metrics import metric
+from tests.samples import Reference, as_matrix, images
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +80,11 @@ def test_concurrent_clients_are_batched_and_get_their_own_results(server: str) -
         assert all(r.status_code == 200 for r in responses)
         return [LABELS.index(r.json()["results"][0]["predictions"][0]["label"]) for r in responses]
 
-    before_sum = metric(server, 'lit_batch_size_sum{encoder="image"}')
-    before_count = metric(server, 'lit_batch_size_count{encoder="image"}')
+    before_sum = metric(server, 'lit_batch_size_sum{model="lit_demo",encoder="image"}')
+    before_count = metric(server, 'lit_batch_size_count{model="lit_demo",encoder="image"}')
     assert asyncio.run(clients()) == list(expected)
-    images_run = metric(server, 'lit_batch_size_sum{encoder="image"}') - before_sum
-    batches = metric(server, 'lit_batch_size_count{encoder="image"}') - before_count
+    images_run = metric(server, 'lit_batch_size_sum{model="lit_demo",encoder="image"}') - before_sum
+    batches = metric(server, 'lit_batch_size_count{model="lit_demo",encoder="image"}') - before_count
     assert images_run == 32
     assert images_run / batches > 4, f"mean batch {images_run / batches:.1f}"
 

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.gateway_server import running_gateway
-from tests.samples import LABELS, WORLD, Reference, as_matrix, encode, images
+from harness.gateway import running_gateway
+from harness.images import LABELS, WORLD, encode
+from tests.samples import Reference, as_matrix, images
 from tests.test_decode import blank_png, photo
 
 SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")

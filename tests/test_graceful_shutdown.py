@@ -25,10 +25,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench import load
-from bench.gateway_throughput import gateway_pid
-from tests.gateway_server import running_gateway
-from tests.samples import LABELS
+from harness import load, workload
+from harness.gateway import gateway_pid, running_gateway
+from harness.images import LABELS
 
 EARLIER = {"pets": ["cat", "dog", "hamster"], "shapes": LABELS}
 
@@ -101,10 +100,10 @@ def read_back(url: str, names: list[str]) -> dict[str, list[str] | None]:
 def test_sigterm_under_load_finishes_requests_in_flight_and_refuses_new_ones(tmp_path: Path) -> None:
     grace_s = 10.0
     with running_gateway(tmp_path, LIT_SHUTDOWN_GRACE_S=str(grace_s)) as url:
-        host, port = load.target(url)
+        host, port = workload.target(url)
         for name, labels in EARLIER.items():
             httpx.put(f"{url}/v1/label-sets/{name}", json={"labels": labels}, timeout=30).raise_for_status()
-        work = load.prepare(url)
+        work = workload.prepare(url)
         pid = gateway_pid()
         idle = idle_keep_alive(host, port)
         during = many_labels("during", 1500)  # about 1.5 s of text encoding, each
@@ -166,10 +165,10 @@ def test_sigterm_under_load_finishes_requests_in_flight_and_refuses_new_ones(tmp
 
     # Every label set on disk is whole: those written long before, the one written during the drain;
     # the one sent after SIGTERM was never accepted. No temporary files are left behind.
-    assert files == ["during.json", f"{load.LABEL_SET}.json", "pets.json", "shapes.json"]
+    assert files == ["during.json", f"{workload.LABEL_SET}.json", "pets.json", "shapes.json"]
     with running_gateway(tmp_path) as url:
-        stored = read_back(url, [*EARLIER, "during", load.LABEL_SET, "after"])
-    assert stored == {**EARLIER, "during": during, load.LABEL_SET: LABELS, "after": None}
+        stored = read_back(url, [*EARLIER, "during", workload.LABEL_SET, "after"])
+    assert stored == {**EARLIER, "during": during, workload.LABEL_SET: LABELS, "after": None}
 
 
 def test_work_longer_than_the_grace_period_is_cut_off_in_time(tmp_path: Path) -> None:

@@ -18,9 +18,10 @@ import pytest
 from huggingface_hub import InferenceClient, constants
 from huggingface_hub.errors import HfHubHTTPError
 
+from harness.gateway import running_gateway
+from harness.images import LABELS, WORLD, encode
 from service.hf_compat import PATH
-from tests.gateway_server import running_gateway
-from tests.samples import LABELS, WORLD, encode, images
+from tests.samples import images
 
 TEMPLATE = "This is a photo of {}."
 KEY = "hf-compat-test-key"

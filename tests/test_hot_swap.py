@@ -19,12 +19,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from harness.gateway import REPOSITORY, running_gateway
+from harness.images import LABELS
+from harness.metrics import metric
 from lit_bundle.manifest import manifest_path, read_manifest, sha256_file
 from lit_bundle.repository import promote
 from lit_bundle.triton import TritonOptions, encoder_config, write_config
-from tests.gateway_server import REPOSITORY, running_gateway
 from tests.helpers import TINY_IMAGE, tiny_config
-from tests.samples import LABELS, Reference, as_matrix, images, metric
+from tests.samples import Reference, as_matrix, images
 from training.config import ImageTowerConfig
 from training.export import export_bundle
 from training.export_checkpoint import request_from_checkpoint
@@ -169,7 +171,7 @@ def test_promotion_under_load_loses_no_request(gateway: tuple[str, Path], reposi
     metrics = httpx.get(f"{url}/metrics").text
     assert f'lit_model_info{{backend="onnxruntime",name="{NAME}",version="2"}} 1.0' in metrics
     assert 'version="1"' not in metrics
-    assert metric(url, 'lit_model_loads_total{outcome="served"}') == 2
+    assert metric(url, 'lit_model_loads_total{model="lit_demo",outcome="served"}') == 2
     assert _serving(url) == 2 and httpx.get(f"{url}/readyz").json()["model"]["version"] == 2
     _wait_for_log(log, "now serving lit_demo version 2")
 
@@ -183,7 +185,7 @@ def test_damaged_version_is_refused_and_the_old_one_keeps_serving(
         pytest.fail("runs after test_promotion_under_load_loses_no_request (v2 serving)")
     version = {"checksum": 3, "broken_onnx": 4}[damage]
     manifest = read_manifest(manifest_path(repository, NAME, version))
-    refused = metric(url, 'lit_model_loads_total{outcome="refused"}')
+    refused = metric(url, 'lit_model_loads_total{model="lit_demo",outcome="refused"}')
     if damage == "checksum":  # bytes changed on disk after the version was promoted
         text_model = repository / manifest.text_encoder.file
         text_model.write_bytes(text_model.read_bytes()[:-64] + bytes(64))
@@ -201,9 +203,9 @@ def test_damaged_version_is_refused_and_the_old_one_keeps_serving(
         path.write_text(manifest.model_copy(update={"files": files}).model_dump_json(indent=1))
         promote(repository, NAME, version)
         reason = "ONNX"
-    line = _wait_for_log(log, f"refused model version {version}")
+    line = _wait_for_log(log, f"refused lit_demo version {version}")
     assert reason.lower() in line.lower() and "still serving version 2" in line, line
-    assert metric(url, 'lit_model_loads_total{outcome="refused"}') == refused + 1
+    assert metric(url, 'lit_model_loads_total{model="lit_demo",outcome="refused"}') == refused + 1
     assert _serving(url) == 2 and httpx.get(f"{url}/readyz").status_code == 200
     expected = Reference(repository, 2).scores(IMAGES[:2], LABELS, None)
     for image in range(2):
@@ -211,4 +213,4 @@ def test_damaged_version_is_refused_and_the_old_one_keeps_serving(
         assert answer["model"]["version"] == 2
         assert np.abs(as_matrix(answer, LABELS)[0] - expected[image]).max() <= 1e-5
     time.sleep(1.0)  # several polls later the refused version is not retried
-    assert metric(url, 'lit_model_loads_total{outcome="refused"}') == refused + 1
+    assert metric(url, 'lit_model_loads_total{model="lit_demo",outcome="refused"}') == refused + 1

@@ -78,7 +78,7 @@ def test_label_set_validation() -> None:
             LabelSet(name=bad, labels=["cat"])
     with pytest.raises(ValueError):
         LabelSet(name="ok", labels=[])
-    with pytest.raises(ValueError, match="placeholder"):
+    with pytest.raises(ValueError, match="exactly one"):
         LabelSet(name="ok", labels=["cat"], templates=["no slot"])
     assert LabelSet(name="A.b_c-9", labels=["cat"]).name == "A.b_c-9"
 
@@ -213,7 +213,7 @@ def test_redis_store_reports_corrupt_entries(redis_url: str, caplog: pytest.LogC
 
 
 def test_redis_store_down_is_an_unavailable_store_without_the_password() -> None:
-    from tests.gateway_server import free_port
+    from harness.gateway import free_port
 
     store = RedisLabelStore(f"redis://user:s3cret@127.0.0.1:{free_port()}/0")
     with pytest.raises(LabelStoreUnavailable, match="check that Redis is running") as raised:

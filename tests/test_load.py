@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import load
-from tests.gateway_server import ROOT, running_gateway
+from harness import drills, workload
+from harness.gateway import ROOT, running_gateway
 from tests.samples import Reference
 
 
@@ -31,21 +31,21 @@ def test_the_checker_catches_a_response_that_carried_another_image() -> None:
         ]
         return json.dumps({"results": results}).encode()
 
-    assert not load.is_wrong(body(answers[0], answers[1]), (0, 1), answers)
-    assert load.is_wrong(body(answers[1], answers[0]), (0, 1), answers)  # swapped within the request
-    assert load.is_wrong(body(answers[1]), (0,), answers)  # another request's image
-    assert load.is_wrong(body(answers[0]), (0, 1), answers)  # a result missing
+    assert not workload.is_wrong(body(answers[0], answers[1]), (0, 1), answers)
+    assert workload.is_wrong(body(answers[1], answers[0]), (0, 1), answers)  # swapped within the request
+    assert workload.is_wrong(body(answers[1]), (0,), answers)  # another request's image
+    assert workload.is_wrong(body(answers[0]), (0, 1), answers)  # a result missing
     drifted = {"red circle": 0.9 + 2e-4, "blue star": 0.1 - 2e-4}
-    assert load.is_wrong(body(drifted), (0,), answers)
-    assert not load.is_wrong(body({"red circle": 0.9 + 5e-5, "blue star": 0.1 - 5e-5}), (0,), answers)
-    assert load.is_wrong(b'{"error": {"code": "x"}}', (0,), answers)
+    assert workload.is_wrong(body(drifted), (0,), answers)
+    assert not workload.is_wrong(body({"red circle": 0.9 + 5e-5, "blue star": 0.1 - 5e-5}), (0,), answers)
+    assert workload.is_wrong(b'{"error": {"code": "x"}}', (0,), answers)
 
 
 def test_reference_answers_are_the_bundles_own(tmp_path: Path) -> None:
     """The answers the load is checked against come from the idle gateway; they equal what the bundle's
     ONNX files give directly, and their top labels differ from image to image."""
     with running_gateway(tmp_path) as url:
-        work = load.prepare(url, images=8)
+        work = workload.prepare(url, images=8)
     expected = Reference().scores(work.blobs, work.labels, None)
     got = np.array([[answer[label] for label in work.labels] for answer in work.answers])
     assert np.abs(got - expected).max() <= 1e-5
@@ -68,6 +68,6 @@ def test_64_clients_the_documented_command_short(tmp_path: Path) -> None:
     assert figures["all_outcomes"].keys() == {"200"}
     assert figures["ok"] >= 64 and figures["images_per_s"] > 0
     assert 0 < figures["p50_ms"] <= figures["p99_ms"]
-    assert figures["rss_growth"] <= load.RSS_GROWTH_LIMIT
+    assert figures["rss_growth"] <= drills.RSS_GROWTH_LIMIT
     for name in ("p50 / p99", "images/s", "5xx responses", "wrong answers", "RSS after warm-up / end"):
         assert name in done.stdout

@@ -2,7 +2,8 @@
 Prometheus scraping a real gateway and Triton.
 
 Every metric name in the dashboard and the alert rules is checked against a source that really exports it:
-``lit_*`` names against a scrape of a running gateway; ``nv_*`` names against a scrape of a running Triton
+``lit_*`` names against a scrape of a running gateway (a counter that has no sample until its event happens,
+such as a GPU decode fallback, is still declared there); ``nv_*`` names against a scrape of a running Triton
 (the ``tritonserver`` of ``nvidia-pytriton``, CPU only) and, for GPU-only metrics that a CPU Triton does not
 export (``nv_gpu_utilization``), against the metric names compiled into Triton's own library
 (``libtritonserver*.so`` in ``nvidia_pytriton.libs``).
@@ -24,10 +25,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.gateway_server import REPOSITORY, free_port, running_gateway, stop_process
-from tests.samples import LABELS, images
+from harness.gateway import REPOSITORY, free_port, running_gateway, stop_process
+from harness.images import LABELS
+from tests.samples import images
 from tests.triton_server import TritonServer, pytriton_root, running_triton
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +112,35 @@ def used_names(prefix: str) -> set[str]:
     return {n for e in all_exprs() for n in metric_names(e) if n.startswith(prefix)}
 
 
+def declared_lit_metrics() -> dict[str, set[str]]:
+    """Each ``lit_*`` sample name the gateway registers -> its label names, whether or not it has a sample
+    yet (a labelled counter has none before its first event)."""
+    from service.metrics import Metrics
+
+    found: dict[str, set[str]] = {}
+    for collector in vars(Metrics()).values():
+        if not isinstance(collector, MetricWrapperBase):
+            continue
+        name, labels = collector._name, set(collector._labelnames)
+        if collector._type == "counter":
+            found[f"{name}_total"] = labels
+        elif collector._type == "histogram":
+            found.update({f"{name}_bucket": labels | {"le"}, f"{name}_sum": labels, f"{name}_count": labels})
+        else:
+            found[name] = labels
+    return found
+
+
+def per_model_metrics() -> set[str]:
+    return {name for name, labels in declared_lit_metrics().items() if "model" in labels}
+
+
+def selectors(expr: str, name: str) -> list[str]:
+    """The label matchers (``""`` when none) of each place ``expr`` selects metric ``name``."""
+    matchers = r'(\{(?:"(?:[^"\\]|\\.)*"|[^}"])*\})?'  # quoted values may hold braces: ${model}
+    return [m.group(1) or "" for m in re.finditer(rf"(?<![\w:]){name}(?![\w:]){matchers}", expr)]
+
+
 def test_queries_use_only_gateway_triton_and_up_metrics():
     names = {n for e in all_exprs() for n in metric_names(e)}
     assert names, "no metric names found"
@@ -138,12 +170,28 @@ def test_alert_rules_are_actionable():
         assert expected in names
     for expected in ("LitBackendDown", "LitGatewayTargetDown", "LitTextCacheHitRatioLow"):
         assert expected in names
+    assert {"LitModelVersionRefused", "LitModelNotLoaded", "LitModelsThrashing"} <= names
     tested = set(re.findall(r"alertname: (\w+)", (PROMETHEUS_DIR / "alerts_test.yml").read_text()))
     assert tested == names, f"alerts without a promtool test: {names - tested}"
     for rule in rules:
         assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["alert"]
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
         assert rule["annotations"]["summary"] and len(rule["annotations"]["description"]) > 100
+
+
+def test_alerts_on_a_models_metrics_name_the_model():
+    """An alert over per-model series keeps the ``model`` label (no by() drops it) and its summary says which
+    model; only the unload churn is a gateway's matter (it is about the budget of all its models)."""
+    per_model = per_model_metrics()
+    for rule in alert_rules():
+        used = metric_names(rule["expr"]) & per_model
+        if not used or rule["alert"] == "LitModelsThrashing":
+            continue
+        for clause in re.findall(r"\bby\s*\(([^)]*)\)", rule["expr"]):
+            assert "model" in {c.strip() for c in clause.split(",")}, rule["alert"]
+        assert "{{ $labels.model }}" in rule["annotations"]["summary"], rule["alert"]
+    refused = next(r for r in alert_rules() if r["alert"] == "LitModelVersionRefused")
+    assert refused["expr"] == 'increase(lit_model_loads_total{outcome="refused"}[15m]) > 0'
 
 
 def test_prometheus_config_scrapes_gateway_and_triton():
@@ -222,6 +270,48 @@ def test_dashboard_has_the_operational_panels():
         )
 
 
+def test_dashboard_filters_and_groups_by_model():
+    [variable] = [v for v in dashboard()["templating"]["list"] if v["name"] == "model"]
+    assert variable["type"] == "query" and variable["datasource"] == {
+        "type": "prometheus",
+        "uid": "${datasource}",
+    }
+    assert variable["definition"] == variable["query"]["query"] == "label_values(lit_model_info, name)"
+    assert variable["multi"] and variable["includeAll"] and variable["allValue"] == ".*"
+    per_model = per_model_metrics()
+    filtered = set()
+    for expr in dashboard_exprs():
+        for name in metric_names(expr):
+            if name in per_model:
+                assert all('model=~"$model"' in m for m in selectors(expr, name)), expr
+                for clause in re.findall(r"\bby\s*\(([^)]*)\)", expr):
+                    assert "model" in {c.strip() for c in clause.split(",")}, expr
+                filtered.add(name)
+            elif name == "lit_model_info":
+                assert all('name=~"$model"' in m for m in selectors(expr, name)), expr
+            elif name.startswith("nv_inference_"):
+                # a model's encoders are Triton's <model>_image and <model>_text
+                assert all('model=~"${model}_(image|text)"' in m for m in selectors(expr, name)), expr
+    assert {
+        "lit_images_total",
+        "lit_backend_up",
+        "lit_model_loads_total",
+        "lit_model_unloads_total",
+    } <= filtered
+    exprs = "\n".join(dashboard_exprs())
+    for needle in (
+        "lit_models_loaded",
+        "lit_decode_fallbacks_total",
+        "lit_inference_duration_seconds_bucket",
+    ):
+        assert needle in exprs, needle
+
+
+def grafana_variables(expr: str) -> str:
+    """``expr`` as Grafana sends it with every model chosen (the variable's All value)."""
+    return re.sub(r"\$\{model\}|\$model\b", ".*", expr.replace("$__rate_interval", "1m"))
+
+
 # Real gateway and Triton ---------------------------------------------------------------------------------
 @dataclass
 class Stack:
@@ -264,9 +354,17 @@ def families(scrape: str) -> dict[str, set[str]]:
     """Every family and sample name in a scrape -> the label names seen on it."""
     found: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(scrape):
-        for name in {family.name, *(s.name for s in family.samples)}:
+        names = {family.name, *(s.name for s in family.samples)}
+        if family.type == "counter":  # declared by its TYPE line even before its first sample
+            names.add(f"{family.name}_total")
+        for name in names:
             found.setdefault(name, set()).update(label for s in family.samples for label in s.labels)
     return found
+
+
+def sampled(scrape: str) -> set[str]:
+    """The sample names a scrape has values for."""
+    return {s.name for family in text_string_to_metric_families(scrape) for s in family.samples}
 
 
 def test_gateway_exports_every_lit_metric_used(stack):
@@ -275,12 +373,14 @@ def test_gateway_exports_every_lit_metric_used(stack):
     assert len(used) >= 10, used
     missing = used - set(exported)
     assert not missing, f"used in the dashboard or alerts but not exported by the gateway: {missing}"
-    # Labels: those in matchers and by() of gateway-only queries exist on the metrics queried.
+    # Labels: those in matchers and by() of gateway-only queries exist on the metrics queried (as registered
+    # by the gateway for a counter with no sample yet).
+    declared = declared_lit_metrics()
     for expr in all_exprs():
         names = metric_names(expr)
         if not names or not all(n.startswith("lit_") for n in names):
             continue
-        known = {"job", "instance"}.union(*(exported[n] for n in names))
+        known = {"job", "instance"}.union(*(exported[n] or declared[n] for n in names))
         assert label_names(expr) <= known, f"{expr}: labels {label_names(expr) - known} not exported"
 
 
@@ -412,11 +512,14 @@ def test_real_prometheus_scrapes_the_stack_and_evaluates_dashboard_and_alerts(st
             ("lit-gateway", targets["lit-gateway"])
         }
 
-        # Every dashboard query runs; all but the GPU-only ones return data from these two processes.
+        # Every dashboard query runs; all but the GPU-only ones, and those of gateway counters that have
+        # no sample before their event (a GPU decode fallback, a model unload), return data from these
+        # two processes.
         scraped = set(families(stack.triton.metrics()))
+        eventless = {n for n in declared_lit_metrics() if n not in sampled(stack.gateway_scrape())}
         for expr in dashboard_exprs():
-            result = get("query", query=expr.replace("$__rate_interval", "1m"))["result"]
-            if gpu_only(expr, scraped):
+            result = get("query", query=grafana_variables(expr))["result"]
+            if gpu_only(expr, scraped) or metric_names(expr) <= eventless:
                 assert result == [], expr
             else:
                 assert result, f"no data for dashboard query {expr}"

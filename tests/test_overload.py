@@ -1,6 +1,6 @@
 """Overload (issue 8, item 2): a gateway with a queue of 8 images and 256 clients.
 
-Two phases of 4 s (``bench/load.py``): polite clients (after a 429 they wait what ``Retry-After`` says,
+Two phases of 4 s (``harness/drills.py``): polite clients (after a 429 they wait what ``Retry-After`` says,
 with jitter) and a flood (they send again at once). Requests beyond the bounded queue get 429
 ``overloaded`` with a ``Retry-After`` header: with polite clients within 5 idle latencies + 20 ms (p50),
 in the flood sooner than served requests; nothing gets a 5xx or goes unanswered; every 200 is right;
@@ -11,12 +11,12 @@ machine is shared.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from bench import load
-from bench.gateway_throughput import gateway_pid
-from tests.gateway_server import running_gateway
-from tests.samples import metric
+from harness import drills, workload
+from harness.gateway import gateway_pid, running_gateway
+from harness.metrics import metric
 
 QUEUE = 8
 CLIENTS = 256
@@ -24,12 +24,12 @@ CLIENTS = 256
 
 def test_far_too_many_clients_get_fast_429s_and_the_gateway_recovers(tmp_path: Path) -> None:
     with running_gateway(tmp_path, LIT_MAX_QUEUE_IMAGES=str(QUEUE)) as url:
-        work = load.prepare(url)
-        figures = load.overload_drill(url, work, CLIENTS, seconds=4, pid=gateway_pid(), probes=20)
+        work = workload.prepare(url)
+        figures = drills.overload_drill(url, work, CLIENTS, seconds=4, pid=gateway_pid(), probes=20)
         counted = metric(url, 'lit_requests_total{route="/v1/classify",status="429"}')
         capacity = metric(url, "lit_queue_capacity")
-    load.print_overload(figures)
-    assert load.overload_failures(figures) == []
+    print(json.dumps(figures, indent=2))
+    assert drills.overload_failures(figures) == []
     refused = sum(phase["overloaded"] for phase in figures["phases"].values())
     assert refused > 0
     assert counted == refused + figures["warmup_statuses"].get("429", 0)  # as many as the clients saw

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.gateway import REPOSITORY, ROOT, free_port, stop_process
 from lit_bundle.repository import load_bundle
 from service.providers import (
     ProviderError,
@@ -25,7 +26,6 @@ from service.providers import (
     session_providers,
     tensorrt_options,
 )
-from tests.gateway_server import REPOSITORY, ROOT, free_port, stop_process
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 GPU_PYTHON = ROOT / ".venv-gpu" / "bin" / "python"

@@ -8,9 +8,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.gateway_server import free_port, running_gateway
+from harness.gateway import free_port, running_gateway
+from harness.images import LABELS
 from tests.redis_server import running_redis
-from tests.samples import LABELS, Reference, as_matrix, images
+from tests.samples import Reference, as_matrix, images
 
 BLOBS = images(2)
 BY_SET = {"images": [base64.b64encode(b).decode() for b in BLOBS], "label_set": "shapes"}

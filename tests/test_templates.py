@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from training.templates import builtin_names, expand, load_templates
+from training.templates import builtin_names, load_templates
 
 
 def test_builtin_sets_have_the_documented_sizes():
@@ -66,9 +66,3 @@ def test_empty_file_is_an_error(tmp_path: Path):
 def test_unknown_name_lists_known_sets():
     with pytest.raises(ValueError, match=r"imagenet7.*imagenet80"):
         load_templates("imagenet81")
-
-
-def test_expand_fills_the_label_verbatim():
-    assert expand(["a photo of a {}.", "{} art"], "dog") == ["a photo of a dog.", "dog art"]
-    # A label with braces is inserted as is, not interpreted as a format field.
-    assert expand(["a {}."], "{weird}") == ["a {weird}."]

@@ -10,13 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.text_cache import (
-    ENTRY_OVERHEAD_BYTES,
-    TextEmbeddingCache,
-    ensemble,
-    entry_bytes,
-    expand_prompts,
-)
+from service.text_cache import ENTRY_OVERHEAD_BYTES, TextEmbeddingCache, entry_bytes
 
 MODEL = "lit_demo:3"
 TEMPLATES = ("a photo of a {}.", "a drawing of a {}.")
@@ -131,30 +125,6 @@ def test_thread_safety_smoke() -> None:
     assert errors == []
     assert cache.hits + cache.misses == 8 * rounds * per_call
     assert cache.entries <= 40 and cache.nbytes == cache.entries * size
-
-
-def test_expand_prompts_label_major_and_literal() -> None:
-    prompts = expand_prompts(["cat", "{0.__class__}"], ["a {}.", "the {} here"])
-    assert prompts == ["a cat.", "the cat here", "a {0.__class__}.", "the {0.__class__} here"]
-    with pytest.raises(ValueError, match="placeholder"):
-        expand_prompts(["cat"], ["no placeholder"])
-    with pytest.raises(ValueError, match="empty"):
-        expand_prompts(["cat"], [])
-
-
-def test_ensemble_matches_hand_computation() -> None:
-    # 2 labels x 2 templates, label-major rows, already unit length.
-    rows = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.6, 0.8]], dtype=np.float32)
-    out = ensemble(rows, labels_count=2, templates_count=2)
-    s = 1 / np.sqrt(2)
-    np.testing.assert_allclose(out, [[s, s], [0.6, 0.8]], rtol=1e-6)
-    assert out.dtype == np.float32
-    # Rows are (re)normalised before the mean: scaling one template's output changes nothing.
-    scaled = rows.copy()
-    scaled[0] *= 5
-    np.testing.assert_allclose(ensemble(scaled, 2, 2), out, rtol=1e-6)
-    with pytest.raises(ValueError, match="2 labels x 3 templates"):
-        ensemble(rows, 2, 3)
 
 
 def test_import_loads_no_torch() -> None:

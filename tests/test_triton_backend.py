@@ -17,10 +17,12 @@ import httpx
 import numpy as np
 import pytest
 
+from harness.gateway import REPOSITORY, running_gateway
+from harness.images import LABELS
+from harness.metrics import metric
 from lit_bundle.manifest import manifest_path
 from lit_bundle.repository import load_bundle, promote
-from tests.gateway_server import REPOSITORY, running_gateway
-from tests.samples import LABELS, Reference, as_matrix, images, metric
+from tests.samples import Reference, as_matrix, images
 from tests.triton_server import TritonServer, python_backend_repository, running_triton
 
 PROTOCOLS = ["http", "grpc"]

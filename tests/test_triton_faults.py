@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench import load
-from tests.gateway_server import REPOSITORY, running_gateway
-from tests.samples import metric
+from harness import drills, load, workload
+from harness.gateway import REPOSITORY, running_gateway
+from harness.metrics import metric
 from tests.triton_server import running_triton
 
 CALL_TIMEOUT_S = 2.0  # LIT_TRITON_TIMEOUT_S
@@ -47,7 +47,7 @@ def test_triton_killed_and_restarted_under_load(tmp_path: Path, protocol: str) -
         running_triton(REPOSITORY, tmp_path / "triton") as triton,
         running_gateway(tmp_path, **triton.gateway_env(protocol, **env)) as url,
     ):
-        work = load.prepare(url)
+        work = workload.prepare(url)
         assert state(url) == (200, 1)
         traffic = load.Load(
             url, work.samples, work.answers, clients=16, seconds=60, timeout_s=CLIENT_TIMEOUT_S
@@ -72,12 +72,12 @@ def test_triton_killed_and_restarted_under_load(tmp_path: Path, protocol: str) -
     print(
         f"\n{protocol}: /readyz 503 {down - killed:.2f} s after SIGKILL; Triton restarted in "
         f"{triton_ready - restarting:.1f} s; /readyz 200 {up - triton_ready:.2f} s after Triton was ready. "
-        f"Load: {load.summarize(outcomes, traffic.started, float('inf'))['statuses']}, slowest answer "
+        f"Load: {drills.summarize(outcomes, traffic.started, float('inf'))['statuses']}, slowest answer "
         f"{max(o.latency for o in outcomes):.2f} s, slowest 503 {max(o.latency for o in unavailable):.2f} s"
     )
     assert f"Triton at {triton.url(protocol)}" in reason, reason
     # Every request got an answer (no transport failure, no timeout: nothing hung), a 200 or a 503.
-    assert {o.status for o in outcomes} == {200, 503}, load.summarize(outcomes, 0, float("inf"))["statuses"]
+    assert {o.status for o in outcomes} == {200, 503}, drills.summarize(outcomes, 0, float("inf"))["statuses"]
     assert all(o.code == "backend_unavailable" for o in unavailable)
     assert not any(o.wrong for o in outcomes)
     # 503s only while Triton was away; every request sent once the gateway was ready again was served.

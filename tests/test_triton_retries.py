@@ -12,10 +12,10 @@ import time
 import pytest
 from tritonclient.utils import InferenceServerException
 
+from harness.gateway import REPOSITORY
 from lit_bundle.repository import load_bundle
 from service.encoders import BackendError, BackendUnavailable
 from service.triton_backend import TritonEncoders
-from tests.gateway_server import REPOSITORY
 
 
 def with_encoders(test, protocol: str = "grpc", **options):

@@ -24,10 +24,10 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 from typer.testing import CliRunner
 
+from harness.gateway import ROOT, running_gateway
 from lit_bundle.manifest import read_manifest
 from lit_bundle.preprocess import resize_and_crop
 from lit_bundle.repository import active_version, load_bundle, manifest_path, versions
-from tests.gateway_server import ROOT, running_gateway
 from training.cli import app
 from training.data.pairs import ManifestPairs
 from training.data.split import in_split

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.gateway import REPOSITORY
 from service.buckets import batch_buckets, pad_to_bucket
 from service.encoders import TEXT_BATCH
 from service.gateway import Gateway
 from service.metrics import Metrics
 from service.onnx_backend import OnnxEncoders
 from service.settings import Settings
-from tests.gateway_server import REPOSITORY
 
 
 def test_buckets_and_padding() -> None:
@@ -64,7 +64,7 @@ class Recorder:
 
     @property
     def serving(self) -> bool:
-        return self.gateway is not None and self.gateway.served is not None
+        return self.gateway is not None and any(h.served for h in self.gateway.models.hosts.values())
 
 
 @pytest.mark.parametrize("compiles_shapes", [False, True])
@@ -81,8 +81,9 @@ def test_the_gateway_is_ready_only_after_every_batch_size_has_run(
         recorder.gateway = gateway
         await gateway.start()
         try:
-            assert await gateway.readiness() is None
-            served = gateway.model()
+            assert await gateway.readiness() == (None, {"lit_demo": "ready"})
+            served = gateway.models.host(None).served
+            assert served is not None and served.batcher is not None
             warm = len(recorder.image)
             embeddings = await served.batcher.submit(np.zeros((3, 64, 64, 3), dtype=np.uint8))
             assert embeddings.shape[0] == 3  # padding rows never reach the caller

@@ -29,8 +29,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.gateway_server import ROOT, running_gateway
-from tests.samples import LABELS, images
+from harness.gateway import ROOT, running_gateway
+from harness.images import LABELS
+from tests.samples import images
+from tests.test_client import PAIR, two_model_repository
 
 ARTIFACTS = Path(os.environ.get("LIT_TEST_ARTIFACTS") or ROOT / "tests" / "artifacts")
 WAIT_S = 20
@@ -135,6 +137,7 @@ def test_page_classifies_like_the_api(browser: WebDriver, server: str, picture: 
     assert model.get_attribute("data-name") == info["name"]
     assert model.get_attribute("data-version") == str(info["version"])
     assert info["name"] in model.text and f"version {info['version']}" in model.text
+    assert not browser.find_element(By.ID, "model-choice").is_displayed()  # one model: no picker
 
     shown = classify_in_page(browser, picture, labels)
     expected = api_classify(server, picture, labels=labels)
@@ -175,6 +178,48 @@ def test_label_set_picker(browser: WebDriver, server: str, picture: Path) -> Non
     assert not browser.find_element(By.ID, "labels").is_enabled()
     shown = classify_in_page(browser, picture, None)
     assert shown == api_classify(server, picture, label_set="web_shapes")
+
+
+def test_model_picker(browser: WebDriver, tmp_path: Path, picture: Path) -> None:
+    """A gateway serving lit_demo and lit_other (the default) and naming lit_missing, which fails to load:
+    the page offers the loaded two and sends the one chosen with classify."""
+    env = {
+        "LIT_REPOSITORY": str(two_model_repository(tmp_path)),
+        "LIT_MODELS": json.dumps(PAIR),
+        "LIT_DEFAULT_MODEL": "lit_other",
+    }
+    with running_gateway(tmp_path, **env) as url:
+        open_page(browser, url)
+        choice = browser.find_element(By.ID, "model-choice")
+        wait(browser, lambda b: choice.is_displayed())
+        picker = Select(browser.find_element(By.ID, "model-picker"))
+        assert [o.get_attribute("value") for o in picker.options] == PAIR
+        assert picker.first_selected_option.get_attribute("value") == "lit_other"
+        assert "(default)" in picker.first_selected_option.text
+        missing = picker.options[PAIR.index("lit_missing")]
+        assert not missing.is_enabled() and "failed" in missing.text
+        model, latency = browser.find_element(By.ID, "model"), browser.find_element(By.ID, "latency")
+        assert model.get_attribute("data-name") == "lit_other" and "lit_other version 1" in model.text
+
+        shown = classify_in_page(browser, picture, LABELS[:5])
+        assert shown == api_classify(url, picture, labels=LABELS[:5])
+        assert "model lit_other version 1" in latency.text
+
+        picker.select_by_value("lit_demo")
+        assert model.get_attribute("data-name") == "lit_demo" and "lit_demo version 1" in model.text
+        shown = classify_in_page(browser, picture, LABELS[1:7])
+        assert shown == api_classify(url, picture, labels=LABELS[1:7], model="lit_demo")
+        assert "model lit_demo version 1" in latency.text  # the answer's own model: the choice was sent
+        screenshot(browser, "web_page_models.png")
+
+        browser.set_window_size(390, 844)
+        try:
+            overflow = browser.execute_script(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, f"with the model picker the page is {overflow} px wider than a phone screen"
+        finally:
+            browser.set_window_size(1280, 900)
 
 
 def test_api_errors_are_shown(browser: WebDriver, server: str, tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 from google.protobuf import text_format
 
+from harness.gateway import free_port
 from lit_bundle.triton import parse_config
-from tests.gateway_server import free_port
 
 MODEL_PY = Path(__file__).with_name("triton_python_model") / "model.py"
 STUB_NUMPY = "numpy==1.26.4"

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lit_bundle.atomic import write_atomic
-from training.templates import expand
+from lit_bundle.prompts import expand_prompts
 
 Metric = float | int | str
 
@@ -41,7 +41,7 @@ def build_classifier(
         raise ValueError("build_classifier needs at least one class name and one template")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    texts = [text for name in class_names for text in expand(templates, name)]
+    texts = expand_prompts(class_names, templates)
     owner = torch.arange(len(class_names)).repeat_interleave(len(templates))
     sums: torch.Tensor | None = None
     with tqdm(total=len(texts), desc="zero-shot classifier", unit="text", disable=not progress) as bar:

@@ -27,8 +27,15 @@ from torch import nn
 from tqdm import tqdm
 
 from lit_bundle import PreprocessSpec, atomic
-from lit_bundle.manifest import (
+from lit_bundle.layout import (
     MANIFEST_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    encoder_root,
+    relative_file,
+    triton_model,
+)
+from lit_bundle.manifest import (
     EncoderSpec,
     EvaluationData,
     Manifest,
@@ -37,8 +44,8 @@ from lit_bundle.manifest import (
     sha256_file,
 )
 from lit_bundle.preprocess import resize_and_crop
-from lit_bundle.repository import CONFIG_FILE, active_version, next_version, promote, publish
-from lit_bundle.triton import TritonOptions, bundle_configs, write_config
+from lit_bundle.repository import active_version, next_version, promote, publish, write_missing_configs
+from lit_bundle.triton import TritonOptions
 from training import onnx_graphs
 from training.onnx_graphs import ExportError, check_cast_first
 
@@ -339,7 +346,7 @@ def export_bundle(
     """
     repository = Path(repository)
     name = request.name
-    image_root, text_root = repository / f"{name}_image", repository / f"{name}_text"
+    image_root, text_root = encoder_root(repository, name, "image"), encoder_root(repository, name, "text")
     for root in (image_root, text_root):  # versions staged by exports that were killed
         atomic.remove_stale(root, prefix=STAGING_PREFIX)
     with (
@@ -353,28 +360,25 @@ def export_bundle(
         _export(
             image_graph,
             (torch.zeros(2, size, size, 3, dtype=torch.uint8),),
-            staged_image / "model.onnx",
+            staged_image / MODEL_FILE,
             ["pixels"],
         )
         steps.update()
-        dynamic = _export_text(text_graph, request.tokenizer, request.check_texts, staged_text / "model.onnx")
+        dynamic = _export_text(text_graph, request.tokenizer, request.check_texts, staged_text / MODEL_FILE)
         steps.update()
         if fp16:
-            onnx_graphs.to_fp16(staged_image / "model.onnx")
-            onnx_graphs.to_fp16(staged_text / "model.onnx")
-        check = verify_export(request, staged_image / "model.onnx", staged_text / "model.onnx", fp16)
+            onnx_graphs.to_fp16(staged_image / MODEL_FILE)
+            onnx_graphs.to_fp16(staged_text / MODEL_FILE)
+        check = verify_export(request, staged_image / MODEL_FILE, staged_text / MODEL_FILE, fp16)
         steps.update()
-        request.tokenizer.save(str(staged_text / "tokenizer.json"))
+        request.tokenizer.save(str(staged_text / TOKENIZER_FILE))
         manifest = _publish(request, repository, staged_image, staged_text, check, fp16, dynamic)
         steps.update()
         steps.close()
     if activate or (activate is None and active_version(repository, name) is None):
         promote(repository, name, manifest.version, triton)
-    else:  # keep serving the active version, but make sure configs exist and are current
-        for model, text in bundle_configs(manifest, [manifest.version], triton or TritonOptions()).items():
-            config = repository / model / CONFIG_FILE
-            if not config.exists():
-                write_config(config, text)
+    else:  # keep serving the active version, but make sure configs exist
+        write_missing_configs(repository, manifest, triton)
     return manifest
 
 
@@ -391,9 +395,9 @@ def _publish(
     size, length = request.preprocess.size, request.context_length
     for _ in range(10):
         version = next_version(repository, request.name)
-        image_file = f"{request.name}_image/{version}/model.onnx"
-        text_file = f"{request.name}_text/{version}/model.onnx"
-        embed_dim = int(_session(staged_image / "model.onnx", fp16=fp16).get_outputs()[0].shape[-1])
+        image_file = relative_file(request.name, "image", version, MODEL_FILE)
+        text_file = relative_file(request.name, "text", version, MODEL_FILE)
+        embed_dim = int(_session(staged_image / MODEL_FILE, fp16=fp16).get_outputs()[0].shape[-1])
         manifest = Manifest(
             name=request.name,
             version=version,
@@ -403,13 +407,13 @@ def _publish(
             logit_bias=request.logit_bias,
             preprocess=request.preprocess,
             image_encoder=EncoderSpec(
-                triton_name=f"{request.name}_image",
+                triton_name=triton_model(request.name, "image"),
                 file=image_file,
                 inputs=(TensorSpec(name="pixels", dtype="uint8", shape=(-1, size, size, 3)),),
                 outputs=(TensorSpec(name="embedding", dtype="float32", shape=(-1, embed_dim)),),
             ),
             text_encoder=EncoderSpec(
-                triton_name=f"{request.name}_text",
+                triton_name=triton_model(request.name, "text"),
                 file=text_file,
                 inputs=tuple(
                     TensorSpec(name=name, dtype="int64", shape=(-1, -1 if dynamic_length else length))
@@ -417,7 +421,9 @@ def _publish(
                 ),
                 outputs=(TensorSpec(name="embedding", dtype="float32", shape=(-1, embed_dim)),),
             ),
-            text=TextSpec(tokenizer=f"{request.name}_text/{version}/tokenizer.json", context_length=length),
+            text=TextSpec(
+                tokenizer=relative_file(request.name, "text", version, TOKENIZER_FILE), context_length=length
+            ),
             templates=request.templates,
             metrics={**request.metrics, **check.metrics},
             evaluation=request.evaluation,
@@ -430,9 +436,9 @@ def _publish(
             },
         )
         staged_paths = {
-            image_file: staged_image / "model.onnx",
-            text_file: staged_text / "model.onnx",
-            manifest.text.tokenizer: staged_text / "tokenizer.json",
+            image_file: staged_image / MODEL_FILE,
+            text_file: staged_text / MODEL_FILE,
+            manifest.text.tokenizer: staged_text / TOKENIZER_FILE,
         }
         files = {rel: sha256_file(src) for rel, src in staged_paths.items()}
         manifest = manifest.model_copy(update={"files": files})

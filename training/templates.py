@@ -1,6 +1,6 @@
 """Prompt templates for zero-shot classification, stored as data files.
 
-A template is a sentence with exactly one ``{}`` where the class name goes, e.g. ``"a bad photo of a {}."``.
+What a template is, and how labels fill it, is :mod:`lit_bundle.prompts`.
 Built-in sets live in ``training/data/templates/<name>.txt``, one template per line; blank lines and lines
 starting with ``#`` are ignored. The built-ins are CLIP's 80 ImageNet templates (``imagenet80``), the
 7-template subset CLIP found by forward selection (``imagenet7``) and a small set for the synthetic demo
@@ -9,12 +9,11 @@ world (``demo``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-PLACEHOLDER = "{}"
+from lit_bundle.prompts import TemplateError, template_problem
 
 
 def _builtin_dir() -> Traversable:
@@ -34,13 +33,9 @@ def parse_templates(text: str, source: str) -> list[str]:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        count = line.count(PLACEHOLDER)
-        stray = line.replace(PLACEHOLDER, "")
-        if count != 1 or "{" in stray or "}" in stray:
-            raise ValueError(
-                f"{source}, line {lineno}: a template needs exactly one '{PLACEHOLDER}' and no other braces, "
-                f"got {line!r}"
-            )
+        problem = template_problem(line)
+        if problem is not None:
+            raise TemplateError(f"{source}, line {lineno}: {problem}")
         templates.append(line)
     if not templates:
         raise ValueError(f"{source}: no templates found")
@@ -60,8 +55,3 @@ def load_templates(name_or_path: str | Path) -> list[str]:
     raise ValueError(
         f"unknown template set {name!r}: not a file, and not one of the built-in sets {', '.join(known)}"
     )
-
-
-def expand(templates: Sequence[str], label: str) -> list[str]:
-    """Fill every template with ``label``: ``["a photo of a {}."], "dog"`` -> ``["a photo of a dog."]``."""
-    return [template.replace(PLACEHOLDER, label, 1) for template in templates]

@@ -1,4 +1,5 @@
 // The demo page: pick or drop an image, give labels (or a label set), POST /v1/classify, draw the scores.
+// A gateway serving several models gets a model picker (from GET /v1/models); its choice goes with classify.
 // Plain browser JavaScript, no build step; everything it calls is this server's own /v1 API.
 "use strict";
 
@@ -15,6 +16,8 @@
     apiKey: $("api-key"),
     classify: $("classify"),
     model: $("model"),
+    modelChoice: $("model-choice"),
+    modelPicker: $("model-picker"),
     error: $("error"),
     top: $("top"),
     topLabel: $("top-label"),
@@ -24,6 +27,7 @@
   const KEY_STORAGE = "lit.apiKey"; // sessionStorage only: gone when the tab closes
   let file = null;
   let previewUrl = null;
+  let models = []; // every served model, as GET /v1/models lists them
 
   function authHeaders() {
     const key = els.apiKey.value.trim();
@@ -62,16 +66,52 @@
     els.error.textContent = "";
   }
 
+  function describe(model) {
+    if (model.state === "ready") return `${model.name} version ${model.version} (${model.backend}, ${model.loss})`;
+    if (model.state === "unloaded") return `${model.name} (unloaded: it loads on its first request)`;
+    return `${model.name} (${model.state}${model.error ? `: ${model.error}` : ""})`;
+  }
+
+  // Show the chosen model's description; data-name and data-version say which one (and version) it is.
+  function showModel() {
+    const chosen = models.find((m) => m.name === els.modelPicker.value) || models[0];
+    if (!chosen) return;
+    els.model.textContent = describe(chosen);
+    els.model.dataset.name = chosen.name;
+    els.model.dataset.version = chosen.version == null ? "" : String(chosen.version);
+  }
+
+  // The picker lists every model (a failed one cannot be chosen); it is hidden when there is only one.
+  function fillModelPicker(defaultName) {
+    const chosen = els.modelPicker.value;
+    els.modelPicker.replaceChildren(
+      ...models.map((m) => {
+        const text = `${m.name}${m.name === defaultName ? " (default)" : ""}${m.state === "ready" ? "" : ` – ${m.state}`}`;
+        const option = new Option(text, m.name);
+        option.disabled = m.state === "failed";
+        return option;
+      }),
+    );
+    const keep = models.some((m) => m.name === chosen && m.state !== "failed");
+    els.modelPicker.value = keep ? chosen : defaultName;
+    els.modelChoice.hidden = models.length < 2;
+  }
+
   async function loadModel() {
     try {
       const info = await api("/v1/models");
-      els.model.textContent = `${info.name} version ${info.version} (${info.backend}, ${info.loss})`;
-      els.model.dataset.name = info.name;
-      els.model.dataset.version = String(info.version);
+      models = info.models && info.models.length ? info.models : [info];
+      fillModelPicker(info.default || info.name);
+      showModel();
     } catch (error) {
       els.model.textContent = "unavailable";
       showError(error);
     }
+  }
+
+  // The model the request names: none (the gateway's default) unless the picker is shown.
+  function chosenModel() {
+    return els.modelChoice.hidden ? "" : els.modelPicker.value;
   }
 
   async function loadLabelSets() {
@@ -156,6 +196,8 @@
     else for (const label of labels) form.append("labels", label);
     const template = els.template.value.trim();
     if (template) form.append("templates", template);
+    const model = chosenModel();
+    if (model) form.append("model", model);
 
     els.classify.disabled = true;
     els.classify.textContent = "Classifying…";
@@ -167,6 +209,8 @@
       render(answer.results[0].predictions);
       els.latency.textContent = `${ms.toFixed(0)} ms (round trip from this browser, model ${answer.model.name} version ${answer.model.version})`;
       els.latency.dataset.ms = ms.toFixed(1);
+      const used = models.find((m) => m.name === answer.model.name);
+      if (used && used.state !== "ready") loadModel(); // it loaded for this request: show its version now
     } catch (error) {
       els.latency.textContent = "–";
       els.results.replaceChildren(); // no scores from an earlier image beside this error
@@ -205,6 +249,7 @@
     els.preview.hidden = true; // not something the browser can show (e.g. TIFF); the server may still read it
   });
   els.labelSet.addEventListener("change", syncLabelInputs);
+  els.modelPicker.addEventListener("change", showModel);
   els.form.addEventListener("submit", classify);
   els.apiKey.addEventListener("change", () => {
     const key = els.apiKey.value.trim();

@@ -1,7 +1,7 @@
-"""A corpus of hostile and broken requests for the gateway, each with the answer it must get.
+"""The bad-input corpus: tables of hostile and broken requests, each with the answer the gateway must give.
 
-Everything is built here in code (Pillow, numpy, zlib, hand-written headers): no binary fixtures. A
-:class:`Case` says how the request is sent (``json``: a JSON body; ``multipart``: form-data; ``raw``: bytes
+The images are forged in tests/bad_input_images.py and the requests built in tests/bad_input_requests.py.
+A :class:`Case` says how the request is sent (``json``: a JSON body; ``multipart``: form-data; ``raw``: bytes
 with hand-set headers), the status and error code it must get, and why, where the answer was a decision.
 
 Decisions for the debatable cases (DESIGN §4 and §6, and what the gateway already did where sensible):
@@ -31,18 +31,49 @@ Decisions for the debatable cases (DESIGN §4 and §6, and what the gateway alre
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import struct
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
-import numpy as np
 from PIL import Image
+
+from harness.images import encode
+from tests.bad_input_images import (
+    ELF,
+    HTML,
+    PDF,
+    SVG,
+    ZIP,
+    animated,
+    blank_png,
+    bmp_claiming,
+    exif_bytes,
+    gif_claiming,
+    good_png,
+    jpeg_claiming,
+    photo,
+    png_header_only,
+    png_with_ztxt_bomb,
+    rgb48_png,
+    scrambled_after,
+    sixteen_bit_grey,
+    truncated,
+    webp_claiming,
+    zeroed_middle,
+)
+from tests.bad_input_requests import (
+    Build,
+    b64,
+    chunked,
+    classify_json,
+    json_body,
+    multipart,
+    multipart_raw,
+    part,
+    raw,
+)
 
 LABELS = ["red circle", "blue square", "green star"]
 FAMILY = "\U0001f469\u200d\U0001f469\u200d\U0001f467"  # one emoji: three people joined by zero-width joiners
@@ -75,7 +106,7 @@ class Case:
     path: str
     status: int
     code: str | None
-    build: Callable[[], dict[str, Any]] = field(repr=False)
+    build: Build = field(repr=False)
     why: str = ""
     check: Callable[[httpx.Response], None] | None = field(default=None, repr=False)
 
@@ -83,7 +114,7 @@ class Case:
 def case(
     name: str,
     sent_as: SentAs,
-    build: Callable[[], dict[str, Any]],
+    build: Build,
     status: int,
     code: str | None = None,
     why: str = "",
@@ -99,150 +130,39 @@ def send(client: httpx.Client, case: Case) -> httpx.Response:
     return client.request(case.method, case.path, **case.build())
 
 
-# --- images ---------------------------------------------------------------------------------------------
+# --- checks on 200 answers --------------------------------------------------------------------------------
 
 
-def encode(image: Image.Image, fmt: str, **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
+def predictions(response: httpx.Response) -> list[list[dict[str, Any]]]:
+    return [r["predictions"] for r in response.json()["results"]]
 
 
-def photo(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:
-    """Smooth colour waves plus a little noise: compresses like a photo."""
-    y, x = np.mgrid[0:height, 0:width]
-    waves = np.stack([128 + 100 * np.sin(x / 9.0 + c) * np.cos(y / 7.0 - c) for c in (0, 1, 2)], -1)
-    noise = np.random.default_rng(seed).normal(0, 4, waves.shape)
-    return Image.fromarray(np.clip(waves + noise, 0, 255).astype(np.uint8))
+def labels_echoed(expected: list[str]) -> Callable[[httpx.Response], None]:
+    """Every result ranks exactly ``expected`` (as sets), byte for byte."""
+
+    def check(response: httpx.Response) -> None:
+        for ranked in predictions(response):
+            got = [p["label"] for p in ranked]
+            assert sorted(got) == sorted(expected), (got, expected)
+
+    return check
 
 
-def good_png() -> bytes:
-    return encode(photo(), "PNG")
+def prediction_count(count: int) -> Callable[[httpx.Response], None]:
+    def check(response: httpx.Response) -> None:
+        assert all(len(ranked) == count for ranked in predictions(response)), response.text
+
+    return check
 
 
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+def result_count(count: int) -> Callable[[httpx.Response], None]:
+    def check(response: httpx.Response) -> None:
+        assert len(response.json()["results"]) == count, response.text
+
+    return check
 
 
-def png_from_rows(width: int, height: int, depth: int, colour: int, row: bytes) -> bytes:
-    """A PNG whose rows all equal ``row`` (filter byte included), compressed row by row, never whole."""
-    compressor = zlib.compressobj(9)
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
-    )
-
-
-def blank_png(width: int, height: int) -> bytes:
-    """A valid all-black 1-bit PNG."""
-    return png_from_rows(width, height, 1, 0, bytes(1 + (width + 7) // 8))
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """An RGB PNG header claiming ``width`` x ``height`` followed by a few bytes of pixel data."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", zlib.compress(bytes(100)))
-        + png_chunk(b"IEND", b"")
-    )
-
-
-def rgb48_png() -> bytes:
-    """16 bits per channel RGB (Pillow cannot write it): a left half of 0x4000 and a right half of 0xC000."""
-    width, height = 32, 24
-    row = np.empty((width, 3), ">u2")
-    row[: width // 2], row[width // 2 :] = 0x4000, 0xC000
-    return png_from_rows(width, height, 16, 2, b"\x00" + row.tobytes())
-
-
-def png_with_ztxt_bomb() -> bytes:
-    """A valid PNG with a zTXt chunk that inflates to 64 MB (Pillow's limit is 1 MB)."""
-    data = good_png()
-    at = data.find(b"IDAT") - 4
-    bomb = png_chunk(b"zTXt", b"comment\x00\x00" + zlib.compress(bytes(64 << 20), 9))
-    return data[:at] + bomb + data[at:]
-
-
-def jpeg_claiming(width: int, height: int) -> bytes:
-    """A small JPEG whose SOF0 header is patched to claim ``width`` x ``height``."""
-    data = bytearray(encode(Image.new("RGB", (16, 16), (90, 120, 200)), "JPEG"))
-    sof = data.find(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
-
-
-def gif_claiming(width: int, height: int) -> bytes:
-    """A 4x4 GIF whose screen and image descriptor are patched to claim ``width`` x ``height``."""
-    data = bytearray(encode(Image.new("P", (4, 4)), "GIF"))
-    data[6:10] = struct.pack("<HH", width, height)
-    descriptor = data.find(b"\x2c", 13)
-    data[descriptor + 5 : descriptor + 9] = struct.pack("<HH", width, height)
-    return bytes(data)
-
-
-def webp_claiming(width: int, height: int) -> bytes:
-    """A WebP with an extended (VP8X) header claiming a ``width`` x ``height`` canvas."""
-    vp8x = bytes(4) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
-    small = encode(Image.new("RGB", (4, 4)), "WEBP")
-    body = b"WEBP" + b"VP8X" + struct.pack("<I", len(vp8x)) + vp8x + small[12:]
-    return b"RIFF" + struct.pack("<I", len(body)) + body
-
-
-def bmp_claiming(width: int, height: int) -> bytes:
-    """A BMP header claiming ``width`` x ``height`` 8-bit pixels, with no pixel data."""
-    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 0, 0, 2835, 2835, 0, 0)
-    return b"BM" + struct.pack("<IHHI", 14 + len(info), 0, 0, 14 + len(info)) + info
-
-
-def truncated(data: bytes, fraction: float) -> bytes:
-    return data[: int(len(data) * fraction)]
-
-
-def zeroed_middle(data: bytes, count: int = 64) -> bytes:
-    middle = len(data) // 2
-    return data[:middle] + bytes(count) + data[middle + count :]
-
-
-def scrambled_after(data: bytes, keep: int) -> bytes:
-    """Keep the first ``keep`` bytes (the signature), invert every 7th byte after them."""
-    out = bytearray(data)
-    for i in range(keep, len(out), 7):
-        out[i] ^= 0xFF
-    return bytes(out)
-
-
-def frames(*colours: tuple[int, int, int]) -> list[Image.Image]:
-    return [Image.new("RGB", (48, 40), colour) for colour in colours]
-
-
-def animated(fmt: str, **options: Any) -> bytes:
-    first, *rest = frames((220, 30, 30), (30, 30, 220), (30, 200, 30))
-    return encode(first, fmt, save_all=True, append_images=rest, duration=100, loop=0, **options)
-
-
-def exif_bytes(orientation: int) -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return exif.tobytes()
-
-
-def sixteen_bit_grey() -> Image.Image:
-    pixels = np.full((40, 48), 30_000, np.uint16)
-    pixels[:, 24:] = 65_535
-    return Image.fromarray(pixels)
-
-
-PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n%%EOF\n"
-SVG = (
-    b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
-    b'<rect width="64" height="64" fill="red"/></svg>\n'
-)
-ELF = b"\x7fELF\x02\x01\x01" + bytes(57)
-ZIP = b"PK\x03\x04" + bytes(26) + b"PK\x05\x06" + bytes(18)
-HTML = b"<!doctype html><html><body><img src=x onerror=alert(1)></body></html>"
+# --- the corpus -------------------------------------------------------------------------------------------
 
 
 # (name, bytes, status, code, why): sent both as a multipart file part and as base64 in JSON.
@@ -297,100 +217,6 @@ def image_payloads() -> list[tuple[str, bytes, int, str | None, str]]:
         ("ppm", encode(photo(), "PPM"), 415, unsupported, "Pillow reads it; the gateway does not serve it"),
         ("ico", encode(photo(32, 32), "ICO"), 415, unsupported, "not in DESIGN §6's list"),
     ]
-
-
-# --- request helpers --------------------------------------------------------------------------------------
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def json_body(body: Any) -> Callable[[], dict[str, Any]]:
-    return lambda: {"json": body}
-
-
-def multipart(
-    blobs: list[bytes], fields: dict[str, Any] | None = None, extra_files: list | None = None
-) -> Callable[[], dict[str, Any]]:
-    def build() -> dict[str, Any]:
-        files = [("images", (f"{i}.img", blob, "application/octet-stream")) for i, blob in enumerate(blobs)]
-        return {"data": fields or {}, "files": files + (extra_files or [])}
-
-    return build
-
-
-def raw(content: bytes | Callable[[], bytes], content_type: str | None) -> Callable[[], dict[str, Any]]:
-    def build() -> dict[str, Any]:
-        headers = {"content-type": content_type} if content_type is not None else {}
-        return {"content": content() if callable(content) else content, "headers": headers}
-
-    return build
-
-
-def multipart_raw(*parts: bytes, boundary: str = "B", close: bool = True) -> Callable[[], dict[str, Any]]:
-    body = b"".join(parts) + (f"--{boundary}--\r\n".encode() if close else b"")
-    return raw(body, f"multipart/form-data; boundary={boundary}")
-
-
-def part(name: str, value: bytes, filename: str | None = None, boundary: str = "B") -> bytes:
-    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-    return f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
-
-
-def chunked(data_size: int) -> Callable[[], dict[str, Any]]:
-    """A JSON body of ``data_size`` bytes streamed without Content-Length."""
-
-    def build() -> dict[str, Any]:
-        def chunks() -> Iterator[bytes]:
-            yield b'{"labels": ["cat"], "images": ["'
-            block = b"A" * 65_536
-            for _ in range(data_size // len(block)):
-                yield block
-            yield b'"]}'
-
-        return {"content": chunks(), "headers": {"content-type": "application/json"}}
-
-    return build
-
-
-def classify_json(**fields: Any) -> Callable[[], dict[str, Any]]:
-    return json_body({"images": [b64(good_png())], **fields})
-
-
-# --- checks on 200 answers --------------------------------------------------------------------------------
-
-
-def predictions(response: httpx.Response) -> list[list[dict[str, Any]]]:
-    return [r["predictions"] for r in response.json()["results"]]
-
-
-def labels_echoed(expected: list[str]) -> Callable[[httpx.Response], None]:
-    """Every result ranks exactly ``expected`` (as sets), byte for byte."""
-
-    def check(response: httpx.Response) -> None:
-        for ranked in predictions(response):
-            got = [p["label"] for p in ranked]
-            assert sorted(got) == sorted(expected), (got, expected)
-
-    return check
-
-
-def prediction_count(count: int) -> Callable[[httpx.Response], None]:
-    def check(response: httpx.Response) -> None:
-        assert all(len(ranked) == count for ranked in predictions(response)), response.text
-
-    return check
-
-
-def result_count(count: int) -> Callable[[httpx.Response], None]:
-    def check(response: httpx.Response) -> None:
-        assert len(response.json()["results"]) == count, response.text
-
-    return check
-
-
-# --- the corpus -------------------------------------------------------------------------------------------
 
 
 def image_cases() -> list[Case]:
@@ -841,19 +667,26 @@ def label_cases() -> list[Case]:
             "templates-several-slots",
             "json",
             classify_json(labels=LABELS, templates=["a {} by a {}."]),
-            200,
-            None,
-            "every {} gets the label",
-            labels_echoed(LABELS),
+            422,
+            "invalid_template",
+            "one rule everywhere (training, /v1, Hugging Face, label sets): exactly one {}",
         ),
         case(
             "templates-format-fields",
             "json",
             classify_json(labels=LABELS, templates=["{0} {name} {} {{}}"]),
+            422,
+            "invalid_template",
+            "stray braces are a mistake, not format fields",
+        ),
+        case(
+            "labels-with-format-fields",
+            "json",
+            classify_json(labels=["{0.__class__}", "{name}", "red circle"]),
             200,
             None,
-            "never str.format",
-            labels_echoed(LABELS),
+            "labels go in with str.replace, never str.format",
+            labels_echoed(["{0.__class__}", "{name}", "red circle"]),
         ),
         case(
             "templates-non-string", "json", classify_json(labels=LABELS, templates=[1]), 422, "invalid_body"
