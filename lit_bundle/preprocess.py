@@ -42,6 +42,20 @@ class PreprocessSpec(BaseModel):
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
+def crop_plan(width: int, height: int, spec: PreprocessSpec) -> tuple[int, int, int, int]:
+    """``(new_w, new_h, left, top)``: the size :func:`resize_and_crop` resizes to and where its crop starts.
+
+    Rounding follows torchvision (and so timm/open_clip): truncate the long side, round the offset."""
+    if spec.resize == "squash":
+        return spec.size, spec.size, 0, 0
+    short = math.floor(spec.size / spec.crop_fraction)
+    if width <= height:
+        new_w, new_h = short, int(short * height / width)
+    else:
+        new_w, new_h = int(short * width / height), short
+    return new_w, new_h, round((new_w - spec.size) / 2.0), round((new_h - spec.size) / 2.0)
+
+
 def resize_and_crop(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
     """Resize (and centre-crop) an RGB image to ``spec.size`` x ``spec.size``."""
     resample = _RESAMPLE[spec.interpolation]
@@ -50,15 +64,8 @@ def resize_and_crop(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
         return image
     if spec.resize == "squash":
         return image.resize((size, size), resample)
-    # Rounding follows torchvision (and so timm/open_clip): truncate the long side, round the offset.
-    width, height = image.size
-    short = math.floor(size / spec.crop_fraction)
-    if width <= height:
-        new_w, new_h = short, int(short * height / width)
-    else:
-        new_w, new_h = int(short * width / height), short
+    new_w, new_h, left, top = crop_plan(*image.size, spec)
     image = image.resize((new_w, new_h), resample)
-    left, top = round((new_w - size) / 2.0), round((new_h - size) / 2.0)
     return image.crop((left, top, left + size, top + size))
 
 

@@ -7,15 +7,12 @@ cache and scoring either way, so the two give the same scores on the same bundle
 
 from __future__ import annotations
 
-import asyncio
 from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
 
-from lit_bundle.repository import Bundle
 from service.errors import CodedError
-from service.settings import Settings
 
 TEXT_BATCH = 256
 """The most texts one ``encode_texts`` call gets (the runtime chunks longer lists)."""
@@ -66,21 +63,3 @@ class Encoders(Protocol):
         """The runtime and its version, e.g. ``onnxruntime 1.32.0`` or ``triton 2.51.0``; None until known."""
 
     async def close(self) -> None: ...
-
-
-async def open_encoders(bundle: Bundle, settings: Settings) -> Encoders:
-    """The backend ``settings`` ask for, serving ``bundle``'s version."""
-    if settings.backend == "triton":
-        from service.triton_backend import TritonEncoders  # tritonclient is the optional triton extra
-
-        return TritonEncoders.from_settings(bundle, settings)
-    from service.onnx_backend import OnnxEncoders
-
-    return await asyncio.to_thread(
-        OnnxEncoders,
-        bundle,
-        settings.providers,
-        settings.intra_op_threads,
-        settings.max_batch_size,
-        settings.trt_cache_dir,
-    )

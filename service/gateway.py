@@ -20,7 +20,8 @@ from typing import Any
 from service.device_handoff import to_host
 from service.errors import ApiError
 from service.image_pipeline import ImagePipeline
-from service.label_store import LabelSet, open_label_store
+from service.label_store import LabelSet
+from service.label_stores import open_label_store
 from service.labels import Labels
 from service.metrics import Metrics
 from service.model_host import ModelHost

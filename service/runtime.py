@@ -13,8 +13,9 @@ from tokenizers import Tokenizer
 
 from lit_bundle.prompts import ensemble, expand_prompts
 from lit_bundle.repository import Bundle, load_bundle
+from service.backends import open_encoders
 from service.buckets import batch_buckets, pad_to_bucket
-from service.encoders import TEXT_BATCH, Encoders, open_encoders
+from service.encoders import TEXT_BATCH, Encoders
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -16,11 +16,13 @@ from PIL import Image, ImageOps
 
 import service.decode as cpu_decode
 import service.gpu_decode as gpu_decode
+import service.resize as device_resize
 from lit_bundle.preprocess import PreprocessSpec, resize_and_crop
 from service.decode import DecodeLimits, decode_image
 from service.encoders import BackendConfigError
 from service.errors import ApiError
-from service.gpu_decode import DecodeDeviceError, GpuDecoder, Resizer, decoder_for_device
+from service.gpu_decode import DecodeDeviceError, GpuDecoder, decoder_for_device
+from service.resize import Resizer
 
 INTERPOLATIONS = ["nearest", "bilinear", "bicubic", "lanczos"]
 LIMITS = DecodeLimits()
@@ -87,8 +89,8 @@ def test_a_resize_without_pillows_pass_order_and_rounding_would_fail() -> None:
         SOURCES["noise 333x517"],
         PreprocessSpec(size=224, resize="squash", interpolation="lanczos"),
     )
-    wx = gpu_decode.resize_weights(333, 224, "lanczos")
-    wy = gpu_decode.resize_weights(517, 224, "lanczos")
+    wx = device_resize.resize_weights(333, 224, "lanczos")
+    wy = device_resize.resize_weights(517, 224, "lanczos")
     horizontal_first = np.stack([wy @ np.floor(pixels[..., c] @ wx.T + 0.5) for c in range(3)], axis=-1)
     want = np.asarray(resize_and_crop(Image.fromarray(pixels), spec)).astype(np.float64)
     assert np.abs(np.clip(np.floor(horizontal_first + 0.5), 0, 255) - want).max() > 1

@@ -14,15 +14,14 @@ import redis
 
 from service.label_store import (
     CorruptLabelSetError,
-    FileLabelStore,
     LabelError,
     LabelSet,
     LabelStore,
     LabelStoreUnavailable,
-    SqliteLabelStore,
-    open_label_store,
     validate_labels,
 )
+from service.label_stores import open_label_store
+from service.local_label_stores import FileLabelStore, SqliteLabelStore
 from service.redis_label_store import NAMES, PREFIX, RedisLabelStore
 from tests.redis_server import running_redis
 
