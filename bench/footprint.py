@@ -1,4 +1,4 @@
-"""Benchmark: gateway start-up time and resident memory, demo model and ViT-B/32 CLIP (issue 7, item 5).
+"""Benchmark: gateway start-up time and resident memory, demo model and ViT-B/32 CLIP.
 
 Each start spawns ``python -m service.cli`` (what ``lit-serve`` runs) and polls it every 20 ms: the time
 from spawn to the first 200 on ``/readyz`` (interpreter, imports, the bundle read and checked against

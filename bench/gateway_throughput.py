@@ -1,4 +1,4 @@
-"""Benchmark: the gateway against the physical limit, i.e. its image encoder alone (issue 7, item 1).
+"""Benchmark: the gateway against the physical limit, i.e. its image encoder alone.
 
 *Physical limit*: an ONNX Runtime session on the bundle's image model with the gateway's session options
 (same providers, same intra-op threads), fed uint8 pixels of the model's size at batch sizes 1..64;
@@ -15,7 +15,7 @@ production.
 Ratio = gateway images/s / raw-encoder images/s at its best batch size, with latency p50/p95/p99 beside
 it. Machines drift (other tenants, clocks), so the raw encoder is timed again at its best batch size
 before and after every concurrency level, and each level's ratio is taken against the mean of those two
-runs. Target (issue 7): at concurrency 32 on the ViT-B/32 CLIP bundle (encoder-bound) at least 0.85.
+runs. Target: at concurrency 32 on the ViT-B/32 CLIP bundle (encoder-bound) at least 0.85.
 The demo bundle (a 64 px CNN encoding thousands of images/s) is HTTP-bound: its ratio shows the
 per-request overhead floor, not a target. Batching: ``LIT_MAX_BATCH_SIZE`` is the raw encoder's best
 batch size and ``LIT_MAX_BATCH_WAIT_MS`` is 2 (closed-loop clients queue up

@@ -1,4 +1,4 @@
-"""Benchmark: registering a label set against the raw text encoder, in prompts/s (issue 7, item 3).
+"""Benchmark: registering a label set against the raw text encoder, in prompts/s.
 
 *Gateway*: ``PUT /v1/label-sets/<name>`` with labels and CLIP's 7 ImageNet templates (``imagenet7``),
 timed end to end from the client: request parsing, validation, tokenisation, the text encoder, prompt

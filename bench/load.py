@@ -1,4 +1,4 @@
-"""Load drills against a real gateway process (issue 8) as a command: sustained load, and overload.
+"""Load drills against a real gateway process as a command: sustained load, and overload.
 
 *Load* (``python -m bench.load --clients 64 --seconds 60``): a gateway on the committed demo model
 (embedded ONNX Runtime) and closed-loop clients sending ``POST /v1/classify`` with one or two of a few

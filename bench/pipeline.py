@@ -5,7 +5,7 @@ every image, so its cost grows with the label count; the gateway encodes labels 
 runs the image encoder and one matrix product. Both sides get the same ViT-B/32-sized CLIP weights
 (:mod:`bench.clip_model`, random but seeded), the same image files, the same labels and the same
 prompt template, and must pick the same top-1 label for every image (otherwise the comparison is
-broken). The ONNX image encoder alone, at batch 1, is timed for reference. Target (issue 7): at 1,000
+broken). The ONNX image encoder alone, at batch 1, is timed for reference. Target: at 1,000
 labels the gateway is at least 40x faster per image.
 
 Images are synthetic-world scenes at the model's input size (224 px, JPEG), so neither side resizes

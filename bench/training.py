@@ -41,7 +41,7 @@ from bench.report import RESULTS, Table, write_result
 OPENCLIP_VENV = Path(__file__).resolve().parent / ".cache" / "openclip-venv"
 OPENCLIP_VERSION = "3.3.0"
 OPENCLIP_RUN = "open_clip --lock-image (no cache)"
-TARGET = 3.0  # issue 7: the feature cache at least 3x the uncached run's steps/s
+TARGET = 3.0  # the feature cache at least 3x the uncached run's steps/s
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The load and overload drills against a real gateway process (issue 8), their figures and their checks.
+"""The load and overload drills against a real gateway process, their figures and their checks.
 
 *Load*: closed-loop clients, each on one keep-alive connection, sending ``POST /v1/classify`` with one or
 two of a few distinct synthetic images whose answers differ (:mod:`harness.workload`). Figures: requests

@@ -46,7 +46,7 @@ _DRAFT_GAP = 2
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    """What one image may cost. Defaults follow DESIGN §6."""
+    """What one image may cost (the defaults are the gateway's documented limits)."""
 
     max_pixels: int = 40_000_000
     max_bytes: int = 20 * 1024 * 1024

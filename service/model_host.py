@@ -125,7 +125,7 @@ class ModelHost:
             try:
                 wanted = await asyncio.to_thread(self._promoted)
             except Exception as exc:  # e.g. a config.pbtxt being rewritten by hand: look again later
-                log.warning("could not read the active version of %s: %s", self.name, exc)
+                (log.warning if self.served else log.debug)("no active version of %s: %s", self.name, exc)
                 continue
             if self.served is None:  # it failed to load: try again once the repository changes
                 if wanted is not None and wanted != self._refused:

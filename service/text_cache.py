@@ -1,4 +1,4 @@
-"""Text-embedding cache: label embeddings kept in host memory between requests (DESIGN §5).
+"""Text-embedding cache: label embeddings kept in host memory between requests.
 
 Encoding labels is the costly part of a zero-shot request, and the same labels come back again and again,
 so each label's prompt-ensembled embedding is cached under (model key, template set, label text). The model

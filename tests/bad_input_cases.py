@@ -4,7 +4,8 @@ The images are forged in tests/bad_input_images.py and the requests built in tes
 A :class:`Case` says how the request is sent (``json``: a JSON body; ``multipart``: form-data; ``raw``: bytes
 with hand-set headers), the status and error code it must get, and why, where the answer was a decision.
 
-Decisions for the debatable cases (DESIGN §4 and §6, and what the gateway already did where sensible):
+Decisions for the debatable cases (the documented error shape and limits in docs/http-api.md, and what
+the gateway already did where sensible):
 - Damaged images are 400 ``undecodable_image``, also when they are cut short inside the header of a served
   format (they start with its signature); bytes that are no served format at all are 415. libjpeg conceals
   damaged entropy-coded data (grey blocks), so a JPEG with zeroed scan data is served (200).
@@ -215,7 +216,7 @@ def image_payloads() -> list[tuple[str, bytes, int, str | None, str]]:
         ("elf_executable", ELF, 415, unsupported, ""),
         ("plain_text", b"just some text, not an image\n", 415, unsupported, ""),
         ("ppm", encode(photo(), "PPM"), 415, unsupported, "Pillow reads it; the gateway does not serve it"),
-        ("ico", encode(photo(32, 32), "ICO"), 415, unsupported, "not in DESIGN §6's list"),
+        ("ico", encode(photo(32, 32), "ICO"), 415, unsupported, "not a served format"),
     ]
 
 

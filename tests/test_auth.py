@@ -1,4 +1,4 @@
-"""API keys (DESIGN §4, §6) on real gateway processes: every /v1 route refuses a missing or wrong key with
+"""API keys on real gateway processes: every /v1 route refuses a missing or wrong key with
 401 ``unauthorized``, both header forms work with a right key, health and metrics stay open, keys are compared
 in constant time, and no key ever reaches the logs (plain or JSON).
 

@@ -1,6 +1,6 @@
 """The bad-input corpus (tests/bad_input_cases.py) against one real gateway, then proof it is unharmed.
 
-Each case must get its status and error code with the documented error body (DESIGN §4); the debatable
+Each case must get its status and error code with the documented error body (docs/http-api.md); the debatable
 answers are decided and explained in tests/bad_input_cases.py. Where an image is served, the tests below
 show that it was read the right way: EXIF orientation applied, the first frame of an animation, 16-bit
 samples scaled. Last, the same gateway must still be healthy and classify exactly like the bundle's own
@@ -35,7 +35,7 @@ SLOW_S = 10  # every answer, bombs included, comes well within this
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    """One gateway with the default limits of DESIGN §6, shared by every test in this module."""
+    """One gateway with the default limits, shared by every test in this module."""
     workdir = tmp_path_factory.mktemp("corpus")
     with running_gateway(workdir) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield SimpleNamespace(client=client, url=url, log=next(workdir.glob("gateway-*.log")))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -26,8 +25,9 @@ import httpx
 import numpy as np
 import pytest
 
-from harness.gateway import REPOSITORY, ROOT, free_port, running_gateway
+from harness.gateway import ROOT, free_port, running_gateway
 from harness.images import LABELS
+from harness.repositories import two_model_repository
 from lit_client import (
     AsyncLitClient,
     ClassifyResult,
@@ -52,23 +52,6 @@ PAIR = ["lit_demo", "lit_other", "lit_missing"]
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with running_gateway(tmp_path_factory.mktemp("gw"), LIT_API_KEYS=json.dumps([KEY])) as url:
         yield url
-
-
-def two_model_repository(folder: Path) -> Path:
-    """A copy of the committed repository with a second bundle, ``lit_other``: the demo model's files under
-    another name (so the same scores; answers tell the two apart by the model name they carry)."""
-    repository = folder / "model_repository"
-    shutil.copytree(REPOSITORY, repository)
-    for encoder in ("image", "text"):
-        shutil.copytree(repository / f"lit_demo_{encoder}", repository / f"lit_other_{encoder}")
-    for name in (
-        "lit_other_image/config.pbtxt",
-        "lit_other_text/config.pbtxt",
-        "lit_other_image/1/manifest.json",
-    ):
-        path = repository / name
-        path.write_text(path.read_text().replace("lit_demo", "lit_other"))
-    return repository
 
 
 @pytest.fixture(scope="module")

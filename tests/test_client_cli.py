@@ -20,8 +20,9 @@ import pytest
 
 from harness.gateway import ROOT, running_gateway
 from harness.images import LABELS
+from harness.repositories import two_model_repository
 from tests.samples import Reference, images
-from tests.test_client import PAIR, two_model_repository
+from tests.test_client import PAIR
 
 KEY = "cli-test-key"
 GOOD = ["photos/a/one.png", "photos/a/deeper/two.PNG", "photos/b/three.png", "photos/top.png"]

@@ -1,4 +1,4 @@
-"""Graceful shutdown (issue 8, item 5): SIGTERM to a real gateway process while clients load it.
+"""Graceful shutdown: SIGTERM to a real gateway process while clients load it.
 
 What happens (uvicorn, ``service/shutdown.py``): within 0.1 s of the signal the listening socket closes,
 so a new connection is **refused** (ECONNREFUSED, not a 503); idle keep-alive connections are closed by

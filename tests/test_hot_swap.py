@@ -1,4 +1,4 @@
-"""Hot model swap (issue 8, point 3): a version promoted under load takes over without a failed request,
+"""Hot model swap: a version promoted under load takes over without a failed request,
 every answer comes from the version it names, label sets move to the new version, and damaged versions
 are refused while the old one keeps serving. A real gateway process polls a copy of the committed
 repository to which a second, differently trained (and differently sized) version is added."""

@@ -1,4 +1,4 @@
-"""Sustained load on the embedded backend (issue 8, item 1): the documented command at a short length.
+"""Sustained load on the embedded backend: the documented command at a short length.
 
 ``python -m bench.load --clients 64 --seconds 60`` is the full run; CI runs the same command for
 10 s after a 4 s warm-up. It starts a real gateway on the committed demo model, takes each image's answer

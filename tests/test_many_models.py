@@ -22,6 +22,8 @@ from safetensors.torch import save_file
 
 from harness.gateway import REPOSITORY, running_gateway
 from harness.images import LABELS
+from harness.metrics import metric
+from harness.repositories import copy_bundle
 from lit_bundle.repository import promote
 from tests.helpers import TINY_IMAGE, tiny_config
 from tests.samples import images
@@ -216,3 +218,58 @@ def test_promotion_of_one_model_under_load_over_both(gateways: dict[str, str], r
         thread.join()
     assert not failures, failures[:5]
     assert set(seen) == set(expected), seen  # the demo throughout, and tiny_sigmoid before and after
+
+
+def test_a_memory_budget_unloads_the_least_recently_used_and_reloads_on_demand(
+    repository: Path, gateways: dict[str, str], tmp_path: Path
+) -> None:
+    """Three models, room for two: the default and one other load at start; a request for the third loads
+    it and unloads the least recently used other; each answer is still its model's own."""
+    repo = tmp_path / "repo"
+    shutil.copytree(repository, repo)
+    copy_bundle(repo, "lit_demo", "lit_other")
+    blobs = images(2)
+    demo = _scores(_classify(gateways["lit_demo"], None, blobs).json())
+    want = {"lit_demo": demo, "lit_other": demo}  # lit_other is the demo's files renamed
+    for alone in (TINY, "tiny_v2"):  # whichever version an earlier test left active
+        answer = _classify(gateways[alone], None, blobs).json()
+        want[f"{TINY}:{answer['model']['version']}"] = _scores(answer)
+    env = {"LIT_REPOSITORY": str(repo), "LIT_DEFAULT_MODEL": "lit_demo", "LIT_MAX_LOADED_MODELS": "2"}
+    with running_gateway(tmp_path, **env) as url:
+
+        def states() -> dict[str, str]:
+            return {m["name"]: m["state"] for m in httpx.get(f"{url}/v1/models").json()["models"]}
+
+        assert states() == {"lit_demo": "ready", "lit_other": "ready", TINY: "unloaded"}
+        for model, evicted in ((TINY, "lit_other"), ("lit_other", TINY), ("lit_demo", None)):
+            answer = _classify(url, model, blobs).json()
+            assert answer["model"]["name"] == model
+            key = model if model != TINY else f"{TINY}:{answer['model']['version']}"
+            np.testing.assert_allclose(_scores(answer), want[key], atol=1e-5)
+            now = states()
+            assert now[model] == "ready" and now["lit_demo"] == "ready"  # the default is never unloaded
+            if evicted is not None:
+                assert now[evicted] == "unloaded", now
+            assert metric(url, "lit_models_loaded") == 2
+        assert metric(url, 'lit_model_unloads_total{model="lit_other"}') == 1
+        assert metric(url, f'lit_model_unloads_total{{model="{TINY}"}}') == 1
+
+
+def test_a_model_that_fails_to_load_is_reported_and_retried_while_the_others_serve(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(REPOSITORY, repo)
+    env = {"LIT_REPOSITORY": str(repo), "LIT_MODELS": '["lit_demo", "later"]', "LIT_MODEL_POLL_S": "0.3"}
+    with running_gateway(tmp_path, **env) as url:
+        listed = {m["name"]: m for m in httpx.get(f"{url}/v1/models").json()["models"]}
+        assert listed["later"]["state"] == "failed" and "later" in listed["later"]["error"]
+        assert listed["lit_demo"]["state"] == "ready"
+        assert metric(url, 'lit_model_loads_total{model="later",outcome="refused"}') == 1
+        assert _classify(url, None, images(1)).status_code == 200
+        refused = _classify(url, "later", images(1))
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
+        copy_bundle(repo, "lit_demo", "later")  # the bundle arrives: the next poll loads it
+        deadline = time.monotonic() + 20
+        while _classify(url, "later", images(1)).status_code != 200:
+            assert time.monotonic() < deadline, httpx.get(f"{url}/v1/models/later").json()
+            time.sleep(0.2)
+        assert httpx.get(f"{url}/readyz").json()["models"] == {"lit_demo": "ready", "later": "ready"}

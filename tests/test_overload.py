@@ -1,4 +1,4 @@
-"""Overload (issue 8, item 2): a gateway with a queue of 8 images and 256 clients.
+"""Overload: a gateway with a queue of 8 images and 256 clients.
 
 Two phases of 4 s (``harness/drills.py``): polite clients (after a 429 they wait what ``Retry-After`` says,
 with jitter) and a flood (they send again at once). Requests beyond the bounded queue get 429

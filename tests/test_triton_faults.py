@@ -1,4 +1,4 @@
-"""Backend faults (issue 8, item 4): Triton killed (SIGKILL, no drain) and restarted under load.
+"""Backend faults: Triton killed (SIGKILL, no drain) and restarted under load.
 
 A real ``tritonserver`` (nvidia-pytriton) serves the committed bundle; a real gateway uses it over gRPC
 or HTTP with a 2 s call timeout and 2 retries, while 16 closed-loop clients classify. When Triton dies,

@@ -31,8 +31,9 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from harness.gateway import ROOT, running_gateway
 from harness.images import LABELS
+from harness.repositories import two_model_repository
 from tests.samples import images
-from tests.test_client import PAIR, two_model_repository
+from tests.test_client import PAIR
 
 ARTIFACTS = Path(os.environ.get("LIT_TEST_ARTIFACTS") or ROOT / "tests" / "artifacts")
 WAIT_S = 20

@@ -1,0 +1,28 @@
+"""Model repositories for tests that serve several models: copies of the committed one, with extra bundles."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from harness.gateway import REPOSITORY
+
+
+def copy_bundle(repository: Path, source: str, name: str) -> None:
+    """Add bundle ``name`` to ``repository``: ``source``'s files under another name (so the same scores;
+    answers tell the two apart by the model they name). Checksums hold: only the configs and manifests,
+    which are not checksummed, change."""
+    for encoder in ("image", "text"):
+        shutil.copytree(repository / f"{source}_{encoder}", repository / f"{name}_{encoder}")
+    renamed = [repository / f"{name}_{encoder}" / "config.pbtxt" for encoder in ("image", "text")]
+    renamed += (repository / f"{name}_image").glob("*/manifest.json")
+    for path in renamed:
+        path.write_text(path.read_text().replace(source, name))
+
+
+def two_model_repository(folder: Path) -> Path:
+    """A copy of the committed repository with a second bundle, ``lit_other``, the demo model renamed."""
+    repository = folder / "model_repository"
+    shutil.copytree(REPOSITORY, repository)
+    copy_bundle(repository, "lit_demo", "lit_other")
+    return repository
