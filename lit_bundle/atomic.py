@@ -82,8 +82,8 @@ def replacing(path: Path) -> Iterator[Path]:
 def write_atomic(path: Path, content: str | bytes | Callable[[IO[Any]], None], binary: bool = False) -> None:
     """Write text, bytes, or whatever ``content(file)`` writes, to ``path`` atomically."""
     binary = binary or isinstance(content, bytes)
-    mode = {"mode": "wb"} if binary else {"mode": "w", "encoding": "utf-8"}
-    with replacing(path) as tmp, open(tmp, **mode) as handle:
+    mode, encoding = ("wb", None) if binary else ("w", "utf-8")
+    with replacing(path) as tmp, open(tmp, mode, encoding=encoding) as handle:
         if callable(content):
             content(handle)
         else:

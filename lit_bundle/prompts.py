@@ -51,7 +51,8 @@ def expand_prompts(labels: Sequence[str], templates: Sequence[str]) -> list[str]
 
 def _normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:
     norm = np.linalg.norm(x, axis=axis, keepdims=True)
-    return x / np.maximum(norm, np.finfo(np.float32).tiny)
+    normalised: np.ndarray = x / np.maximum(norm, np.finfo(np.float32).tiny)
+    return normalised
 
 
 def ensemble(prompt_embeddings: np.ndarray, labels_count: int, templates_count: int) -> np.ndarray:

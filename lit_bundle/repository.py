@@ -19,13 +19,14 @@ from lit_bundle.layout import (
     CONFIG_FILE,
     ENCODERS,
     MANIFEST_FILE,
+    Encoder,
     bundle_of,
     config_path,
     encoder_root,
     manifest_path,
     version_dir,
 )
-from lit_bundle.manifest import BundleError, Manifest, read_manifest, verify_files
+from lit_bundle.manifest import BundleError, EncoderSpec, Manifest, read_manifest, verify_files
 from lit_bundle.triton import TritonOptions, active_versions, bundle_configs, promoted_config, write_config
 
 
@@ -169,7 +170,11 @@ def promote(repository: Path, name: str, version: int, options: TritonOptions | 
     manifest = load_bundle(repository, name, version).manifest
     generated = bundle_configs(manifest, [version], options or TritonOptions())
     texts: dict[Path, str] = {}
-    for encoder, kind in ((manifest.image_encoder, "image"), (manifest.text_encoder, "text")):
+    encoders: tuple[tuple[EncoderSpec, Encoder], ...] = (
+        (manifest.image_encoder, "image"),
+        (manifest.text_encoder, "text"),
+    )
+    for encoder, kind in encoders:
         path = config_path(repository, name, kind)
         if options is not None or not path.is_file():
             texts[path] = generated[encoder.triton_name]

@@ -5,7 +5,9 @@ Uses ONNX Runtime (present wherever a bundle is served or exported), imported wh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from lit_bundle.manifest import BundleError, EncoderSpec, TensorSpec
 
@@ -18,11 +20,29 @@ _ORT_TYPES = {
 }
 
 
-def _shape(dims: list) -> tuple[int, ...]:
+class NodeArg(Protocol):
+    """What is read of ONNX Runtime's ``NodeArg`` (an input or output of a session)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def shape(self) -> Sequence[int | str | None]: ...
+
+
+class Session(Protocol):
+    """What is read of an ``onnxruntime.InferenceSession``."""
+
+    def get_inputs(self) -> Sequence[NodeArg]: ...
+    def get_outputs(self) -> Sequence[NodeArg]: ...
+
+
+def _shape(dims: Sequence[int | str | None]) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) else -1 for d in dims)
 
 
-def _compare(path: Path, kind: str, expected: tuple[TensorSpec, ...], actual: list) -> None:
+def _compare(path: Path, kind: str, expected: tuple[TensorSpec, ...], actual: Sequence[NodeArg]) -> None:
     found = {a.name: a for a in actual}
     for spec in expected:
         tensor = found.get(spec.name)
@@ -43,7 +63,7 @@ def _compare(path: Path, kind: str, expected: tuple[TensorSpec, ...], actual: li
         )
 
 
-def check_signature(path: Path, encoder: EncoderSpec, session=None) -> None:
+def check_signature(path: Path, encoder: EncoderSpec, session: Session | None = None) -> None:
     """Raise BundleError naming ``path`` when its inputs/outputs differ from ``encoder``'s."""
     if session is None:
         import onnxruntime as ort

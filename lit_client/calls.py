@@ -103,7 +103,8 @@ class RetryPolicy:
         return wait + random.uniform(0, self.backoff_s) if wait <= self.max_backoff_s else None
 
     def backoff(self, attempt: int) -> float:
-        return min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+        delay: float = min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+        return delay
 
 
 def retry_after(value: str | None) -> float | None:

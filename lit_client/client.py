@@ -57,6 +57,7 @@ class _Endpoint(Generic[P, T]):
 
             method = blocking
         functools.update_wrapper(method, describe)
+        # inspect.signature reads this attribute; typeshed gives functions no __signature__ to assign.
         method.__signature__ = self.signature  # type: ignore[union-attr]
         return method
 

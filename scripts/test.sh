@@ -35,4 +35,6 @@ mapfile -t GPU_EXTRA <<<"$GPU_EXTRA"
 bash scripts/system-deps.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# Strict type check of lit_bundle, service and lit_client ([tool.mypy] in pyproject.toml).
+.venv/bin/python -m mypy
 .venv/bin/python -m pytest "$@"

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -19,13 +20,14 @@ from service.device_handoff import concatenate
 @dataclass
 class _Job:
     items: np.ndarray
-    future: asyncio.Future = field(repr=False)
+    future: asyncio.Future[Any] = field(repr=False)
+    """Resolves to the job's embeddings: NumPy, or CuPy when they stay on the scoring GPU."""
 
 
 class Batcher:
     def __init__(
         self,
-        run: Callable[[np.ndarray], Awaitable[np.ndarray]],
+        run: Callable[[np.ndarray], Awaitable[Any]],
         max_batch: int,
         max_wait_s: float,
         on_batch: Callable[[int], None] = lambda size: None,
@@ -34,7 +36,7 @@ class Batcher:
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self._on_batch = on_batch
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._worker: asyncio.Task | None = None
+        self._worker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._serve())
@@ -45,7 +47,7 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
-    async def submit(self, items: np.ndarray) -> np.ndarray:
+    async def submit(self, items: np.ndarray) -> Any:
         """Encode ``items`` (a batch along axis 0) together with whatever else is waiting."""
         job = _Job(items, asyncio.get_running_loop().create_future())
         await self._queue.put(job)

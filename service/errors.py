@@ -65,7 +65,7 @@ class CodedError(ApiError):
     def __init__(self, message: str) -> None:
         super().__init__(self.CODE, message)
 
-    def __reduce__(self) -> tuple[type[CodedError], tuple[str]]:
+    def __reduce__(self) -> tuple[type[CodedError], tuple[object, ...]]:
         return type(self), (self.message,)
 
 

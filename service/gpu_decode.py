@@ -89,7 +89,8 @@ def _ycbcr(image: Image.Image) -> bool:
     if "jfif" in image.info:
         return True
     if "adobe_transform" in image.info:
-        return image.info["adobe_transform"] != 0
+        transform: object = image.info["adobe_transform"]
+        return transform != 0
     return [layer[0] for layer in getattr(image, "layer", [])] != [82, 71, 66]
 
 
@@ -178,11 +179,12 @@ def self_test(decoder: GpuDecoder) -> str | None:
 def _gpu_decoder(nvimgcodec: ModuleType | None, xp: ModuleType | None) -> tuple[GpuDecoder | None, str]:
     if nvimgcodec is None:
         try:
-            from nvidia import nvimgcodec
+            from nvidia import nvimgcodec as found
         except ImportError:
             return None, "nvImageCodec is not installed"
         except Exception as exc:  # a library it needs fails to load
             return None, f"nvImageCodec does not load ({type(exc).__name__}: {exc})"
+        nvimgcodec = found
     if xp is None:
         xp, why = gpu_array_module()
         if xp is None:

@@ -81,7 +81,8 @@ def _digest(key: str) -> bytes:
 def _route_path(scope: Scope) -> str:
     """The path the router matches: behind a proxy that sets ``root_path`` the ASGI path still starts with
     it, so checking ``request.url.path`` for ``/v1/`` would let ``/prefix/v1/...`` through unauthenticated."""
-    path, root = scope["path"], scope.get("root_path", "")
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
     if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
         return path[len(root) :]
     return path

@@ -14,7 +14,10 @@ serving several models answers by the default one at that URL and by any other a
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from collections.abc import Sequence
+from typing import Any, TypedDict
+
+from fastapi import APIRouter, Depends, Request, params
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.decode import decode_base64
@@ -31,6 +34,15 @@ DESCRIPTION = (
     "`zero_shot_image_classification(image, candidate_labels=[...])`. Scores are probabilities over the "
     "candidate labels, best first."
 )
+
+
+class _RouteOptions(TypedDict):
+    """The keyword arguments both routes share, as ``APIRouter.post`` types them."""
+
+    response_model: Any
+    description: str
+    dependencies: Sequence[params.Depends]
+    openapi_extra: dict[str, Any]
 
 
 class _Strict(BaseModel):
@@ -69,7 +81,7 @@ def build_hf_router() -> APIRouter:
         )
         return answer.results[0].predictions
 
-    route = {
+    route: _RouteOptions = {
         "response_model": list[Prediction],
         "description": DESCRIPTION,
         "dependencies": [Depends(require_json)],

@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Iterator
-from typing import Literal
+from collections.abc import Coroutine, Iterator
+from typing import Any, Literal
 
 from lit_bundle.layout import config_path
 from lit_bundle.repository import active_version
@@ -101,8 +101,8 @@ class ModelHost:
         if self.served is not None:
             await self.served.retire(0)
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)  # type: ignore[arg-type]
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -117,13 +117,16 @@ class OnnxEncoders:
     async def encode_texts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         run = self.text.run
-        return (await asyncio.get_running_loop().run_in_executor(self._text_thread, run, None, feeds))[0]
+        outputs = await asyncio.get_running_loop().run_in_executor(self._text_thread, run, None, feeds)
+        embeddings: np.ndarray = outputs[0]
+        return embeddings
 
     async def readiness(self) -> str | None:
         return None  # the sessions exist, so they can run
 
     def providers(self) -> list[str]:
-        return self.image.get_providers()
+        providers: list[str] = self.image.get_providers()
+        return providers
 
     def version(self) -> str:
         return f"onnxruntime {ort.__version__}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis
 
@@ -63,7 +63,8 @@ class RedisLabelStore:
     def get(self, name: str) -> LabelSet | None:
         if not valid_name(name):
             return None
-        fields = self._call(lambda: self._redis.hgetall(PREFIX + name))
+        # decode_responses=True: Redis answers str, which redis-py's types (bytes | str) cannot tell.
+        fields = cast(dict[str, str], self._call(lambda: self._redis.hgetall(PREFIX + name)))
         return self._to_set(name, fields) if fields else None
 
     def put(self, label_set: LabelSet) -> LabelSet:
@@ -83,13 +84,14 @@ class RedisLabelStore:
             pipe = self._redis.pipeline(transaction=True)
             pipe.delete(PREFIX + name)
             pipe.srem(NAMES, name)
-            return pipe.execute()[0]
+            removed: int = pipe.execute()[0]
+            return removed
 
         return bool(self._call(remove))
 
     def list(self) -> list[LabelSet]:
         def read_all() -> list[tuple[str, dict[str, str]]]:
-            names = sorted(self._redis.smembers(NAMES))
+            names = sorted(cast(set[str], self._redis.smembers(NAMES)))  # str: decode_responses=True
             pipe = self._redis.pipeline(transaction=False)
             for name in names:
                 pipe.hgetall(PREFIX + name)

@@ -74,15 +74,16 @@ async def read_image_request(request: Request) -> dict[str, Any]:
             form = await request.form(max_files=settings.max_images + 1, max_fields=settings.max_labels + 100)
         except StarletteHTTPException as exc:  # Starlette's multipart parser: a limit, or malformed data
             raise multipart_error(exc, settings) from None
-        files = form.getlist("images")
-        if any(not isinstance(f, UploadFile) for f in files):
+        parts = form.getlist("images")
+        files = [f for f in parts if isinstance(f, UploadFile)]
+        if len(files) != len(parts):
             raise ApiError("invalid_image_part", "each 'images' part must be a file upload")
         for name in TEXT_FIELDS:
             if any(isinstance(v, UploadFile) for v in form.getlist(name)):
                 raise ApiError("invalid_body", f"'{name}' must be a text field, not a file part (see /docs)")
-        top_k = form.get("top_k")
+        raw_top_k = str(form.get("top_k") or "")  # a str or absent: file parts were refused above
         try:
-            top_k = int(top_k) if top_k else None
+            top_k = int(raw_top_k) if raw_top_k else None
         except ValueError:
             raise ApiError("invalid_body", "top_k must be an integer (see /docs)") from None
         if top_k is not None and top_k < 1:

@@ -75,7 +75,9 @@ class Resizer:
         self.xp = xp
         self._weights = lru_cache(maxsize=128)(self._upload)
 
-    def _upload(self, in_size: int, out_size: int, interpolation: str, start: int, stop: int) -> tuple:
+    def _upload(
+        self, in_size: int, out_size: int, interpolation: str, start: int, stop: int
+    ) -> tuple[Any, int, int]:
         """Rows ``start:stop`` (what the crop keeps) on the device in float32, trimmed to the input range
         ``first:last`` they read; None when the axis keeps its size (Pillow skips that pass)."""
         if in_size == out_size:

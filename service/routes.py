@@ -49,7 +49,8 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
             return [resolve(item) for item in node]
         return node
 
-    return resolve(schema)
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
 
 
 def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -94,7 +95,8 @@ def allowed_methods(request: Request) -> str:
 
 
 def gateway(request: Request) -> Gateway:
-    return request.app.state.gateway
+    gw: Gateway = request.app.state.gateway
+    return gw
 
 
 GatewayDep = Annotated[Gateway, Depends(gateway)]

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -97,8 +98,9 @@ class ModelRuntime:
             length,
         )
 
-    async def encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        """Image embeddings; on an encoder that compiles shapes, the batch is padded to its bucket."""
+    async def encode_images(self, pixels: np.ndarray) -> Any:
+        """Image embeddings (a device array after ``keep_image_embeddings_on``, as the encoders give them);
+        on an encoder that compiles shapes, the batch is padded to its bucket."""
         if not self.encoders.compiles_shapes:
             return await self.encoders.encode_images(pixels)
         padded = pad_to_bucket(pixels, batch_buckets(self.max_batch))

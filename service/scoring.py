@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from types import ModuleType
 from typing import Any
 
@@ -119,7 +119,7 @@ class Scorer:
                 self._matrices.popitem(last=False)
         return uploaded
 
-    def forget(self, predicate) -> None:
+    def forget(self, predicate: Callable[[Any], bool]) -> None:
         """Drop device matrices whose key matches (e.g. those of an old model version)."""
         with self._lock:
             for key in [k for k in self._matrices if predicate(k)]:
@@ -132,7 +132,7 @@ class Scorer:
         scale: float,
         bias: float | None,
         loss: str,
-        key,
+        key: Hashable | None,
     ) -> Any:
         xp = self.xp
         logits = scale * (xp.asarray(image_emb) @ self._on_device(label_matrix, key).T)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,7 +49,7 @@ class CutOff:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.running: set[asyncio.Task] = set()
+        self.running: set[asyncio.Task[Any]] = set()
         self.cutting = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -189,7 +189,8 @@ class TritonEncoders:
                     name, self._inputs(spec, chunk), model_version=self.model_version, outputs=outputs
                 ),
             )
-            return result.as_numpy(output)
+            embeddings: np.ndarray = result.as_numpy(output)
+            return embeddings
 
         parts = await asyncio.gather(*(infer_chunk(start) for start in range(0, size, limit)))
         return np.concatenate(parts)
