@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -26,3 +27,17 @@ def two_model_repository(folder: Path) -> Path:
     shutil.copytree(REPOSITORY, repository)
     copy_bundle(repository, "lit_demo", "lit_other")
     return repository
+
+
+# A gateway over :func:`two_model_repository` that also names a model that cannot load.
+PAIR = ["lit_demo", "lit_other", "lit_missing"]
+
+
+def pair_environment(folder: Path) -> dict[str, str]:
+    """Gateway settings serving lit_demo and lit_other (the default) and naming lit_missing, which fails
+    to load: a repository for it is made under ``folder``."""
+    return {
+        "LIT_REPOSITORY": str(two_model_repository(folder)),
+        "LIT_MODELS": json.dumps(PAIR),
+        "LIT_DEFAULT_MODEL": "lit_other",
+    }

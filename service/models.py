@@ -49,10 +49,11 @@ class ModelHosts:
         self.hosts[self.default].eager = True
         budget = self.settings.max_loaded_models or len(names)
         # The default first; then the others, up to the budget (the rest load on their first request).
-        for name in sorted(names, key=lambda n: n != self.default)[:budget]:
+        order = sorted(names, key=lambda n: n != self.default)
+        for name in order[:budget]:
             await self.hosts[name].load()
             self.hosts[name].follow()
-        for name in names[budget:] if budget < len(names) else ():
+        for name in order[budget:]:
             self.hosts[name].unloaded = True
         self._report_loaded()
         log.info("serving %s (default %s)", ", ".join(names), self.default)

@@ -27,7 +27,7 @@ import pytest
 
 from harness.gateway import ROOT, free_port, running_gateway
 from harness.images import LABELS
-from harness.repositories import two_model_repository
+from harness.repositories import pair_environment
 from lit_client import (
     AsyncLitClient,
     ClassifyResult,
@@ -44,8 +44,6 @@ from tests.samples import Reference, as_matrix, images
 KEY = "client-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 MODES = ["sync", "async"]
-# The gateway of the ``pair`` fixture: two models (lit_other the default) and one that cannot load.
-PAIR = ["lit_demo", "lit_other", "lit_missing"]
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A gateway serving lit_demo and lit_other (the default), and naming lit_missing, which fails to load."""
     work = tmp_path_factory.mktemp("pair")
-    env = {
-        "LIT_REPOSITORY": str(two_model_repository(work)),
-        "LIT_MODELS": json.dumps(PAIR),
-        "LIT_DEFAULT_MODEL": "lit_other",
-        "LIT_API_KEYS": json.dumps([KEY]),
-    }
-    with running_gateway(work, **env) as url:
+    with running_gateway(work, **pair_environment(work), LIT_API_KEYS=json.dumps([KEY])) as url:
         yield url
 
 

@@ -20,9 +20,8 @@ import pytest
 
 from harness.gateway import ROOT, running_gateway
 from harness.images import LABELS
-from harness.repositories import two_model_repository
+from harness.repositories import pair_environment
 from tests.samples import Reference, images
-from tests.test_client import PAIR
 
 KEY = "cli-test-key"
 GOOD = ["photos/a/one.png", "photos/a/deeper/two.PNG", "photos/b/three.png", "photos/top.png"]
@@ -39,13 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A gateway serving lit_demo and lit_other (the default), and naming lit_missing, which fails to load."""
     work = tmp_path_factory.mktemp("pair")
-    env = {
-        "LIT_REPOSITORY": str(two_model_repository(work)),
-        "LIT_MODELS": json.dumps(PAIR),
-        "LIT_DEFAULT_MODEL": "lit_other",
-        "LIT_API_KEYS": json.dumps([KEY]),
-    }
-    with running_gateway(work, **env) as url:
+    with running_gateway(work, **pair_environment(work), LIT_API_KEYS=json.dumps([KEY])) as url:
         yield url
 
 

@@ -31,9 +31,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from harness.gateway import ROOT, running_gateway
 from harness.images import LABELS
-from harness.repositories import two_model_repository
+from harness.repositories import PAIR, pair_environment
 from tests.samples import images
-from tests.test_client import PAIR
 
 ARTIFACTS = Path(os.environ.get("LIT_TEST_ARTIFACTS") or ROOT / "tests" / "artifacts")
 WAIT_S = 20
@@ -184,12 +183,7 @@ def test_label_set_picker(browser: WebDriver, server: str, picture: Path) -> Non
 def test_model_picker(browser: WebDriver, tmp_path: Path, picture: Path) -> None:
     """A gateway serving lit_demo and lit_other (the default) and naming lit_missing, which fails to load:
     the page offers the loaded two and sends the one chosen with classify."""
-    env = {
-        "LIT_REPOSITORY": str(two_model_repository(tmp_path)),
-        "LIT_MODELS": json.dumps(PAIR),
-        "LIT_DEFAULT_MODEL": "lit_other",
-    }
-    with running_gateway(tmp_path, **env) as url:
+    with running_gateway(tmp_path, **pair_environment(tmp_path)) as url:
         open_page(browser, url)
         choice = browser.find_element(By.ID, "model-choice")
         wait(browser, lambda b: choice.is_displayed())
