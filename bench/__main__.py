@@ -21,6 +21,7 @@ SUITE = {
     "gateway_throughput": "Gateway vs the raw image encoder (images/s, latency)",
     "pipeline": "Gateway vs the transformers pipeline (per-image latency, 10 to 1,000 labels)",
     "label_encoding": "Label-set registration vs the raw text encoder (prompts/s)",
+    "cpu_int8": "int8 encoders vs fp32: classify and label registration, raw and through the gateway",
     "training": "LiT training with and without the locked-feature cache (steps/s)",
     "footprint": "Gateway start-up time and memory",
 }

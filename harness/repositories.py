@@ -41,3 +41,14 @@ def pair_environment(folder: Path) -> dict[str, str]:
         "LIT_MODELS": json.dumps(PAIR),
         "LIT_DEFAULT_MODEL": "lit_other",
     }
+
+
+def int8_repository(folder: Path) -> Path:
+    """A copy of the committed repository in which lit_demo v2 (active) is v1 plus an int8 variant, made
+    and gated by ``add_variants`` (calibrated on the demo's training data, gated on its evaluation split)."""
+    from training.add_variants import add_variants
+
+    repository = folder / "model_repository"
+    shutil.copytree(REPOSITORY, repository)
+    add_variants(repository, ["int8"], "lit_demo")
+    return repository

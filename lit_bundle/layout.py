@@ -8,6 +8,7 @@
     <repository>/<name>_text/config.pbtxt
     <repository>/<name>_text/<version>/model.onnx
     <repository>/<name>_text/<version>/tokenizer.json
+    <repository>/<name>_{image,text}/<version>/model.int8.onnx   optional lower-precision variants
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ CONFIG_FILE = "config.pbtxt"
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+
+
+def variant_file(precision: str) -> str:
+    """The file name of an encoder's lower-precision variant beside ``model.onnx``: ``model.int8.onnx``."""
+    return f"model.{precision}.onnx"
 
 
 def triton_model(name: str, encoder: Encoder) -> str:

@@ -9,8 +9,8 @@ A bundle version lives inside a Triton model repository, so one directory serves
     <repository>/<name>_text/<version>/model.onnx
     <repository>/<name>_text/<version>/tokenizer.json
 
-Triton loads ``model.onnx`` and ignores the other files. File paths in the manifest are relative to the
-repository root, and every file's sha256 is recorded and checked on load.
+Triton loads ``model.onnx`` and ignores the other files (unless its config names a variant). File paths
+in the manifest are relative to the repository root, and every file's sha256 is recorded and checked on load.
 
 The text encoder's token inputs are ``(-1, context_length)`` (every batch padded to the context length,
 as ``tokenizer.json`` is saved), or ``(-1, -1)`` when export proved the encoder ignores trailing padding:
@@ -83,6 +83,38 @@ class EvaluationData(_Frozen):
     metrics: tuple[str, ...] = Field(default=(), description="the keys of Manifest.metrics this data gave")
 
 
+VariantPrecision = Literal["int8", "bf16"]
+
+
+class PrecisionGate(_Frozen):
+    """How a lower-precision variant compared with the fp32 encoders on held-out labelled images: per-row
+    cosine of its embeddings to fp32's, and zero-shot classification with both (variant image and text
+    encoders against fp32 image and text encoders)."""
+
+    data: str = Field(description="the held-out labelled images the gate ran on")
+    images: int = Field(ge=0)
+    classes: int = Field(ge=0)
+    prompts: int = Field(ge=0, description="class prompts (classes x templates) compared")
+    min_cosine_image: float
+    min_cosine_text: float
+    top1_agreement: float = Field(description="share of images whose top-1 class is the same as fp32's")
+    accuracy_fp32: float
+    accuracy: float
+    runs_on: str = Field(description="the runtime and device the gate ran on")
+
+
+class Variant(_Frozen):
+    """A lower-precision version of both encoders, published only after it passed its gate. The gateway
+    runs it where the CPU supports it (``LIT_PRECISION``); the fp32 ``model.onnx`` files stay the
+    reference and the fallback."""
+
+    precision: VariantPrecision
+    image_file: str = Field(description="relative to the repository root, like EncoderSpec.file")
+    text_file: str
+    method: str = Field(description="how it was made (quantiser, calibration data, what stayed fp32)")
+    gate: PrecisionGate
+
+
 class Manifest(_Frozen):
     schema_version: int = SCHEMA_VERSION
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
@@ -99,6 +131,7 @@ class Manifest(_Frozen):
     metrics: dict[str, float] = Field(default_factory=dict)
     evaluation: tuple[EvaluationData, ...] = ()
     provenance: dict[str, str] = Field(default_factory=dict)
+    variants: tuple[Variant, ...] = ()
     files: dict[str, str] = Field(default_factory=dict, description="relative path -> sha256")
 
 
@@ -111,7 +144,13 @@ def sha256_file(path: Path) -> str:
 
 
 def referenced_files(manifest: Manifest) -> list[str]:
-    return [manifest.image_encoder.file, manifest.text_encoder.file, manifest.text.tokenizer]
+    variants = [file for v in manifest.variants for file in (v.image_file, v.text_file)]
+    return [manifest.image_encoder.file, manifest.text_encoder.file, manifest.text.tokenizer, *variants]
+
+
+def variant(manifest: Manifest, precision: str) -> Variant | None:
+    """The manifest's variant of ``precision``, or None."""
+    return next((v for v in manifest.variants if v.precision == precision), None)
 
 
 def read_manifest(path: Path) -> Manifest:

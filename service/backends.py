@@ -25,4 +25,5 @@ async def open_encoders(bundle: Bundle, settings: Settings) -> Encoders:
         settings.intra_op_threads,
         settings.max_batch_size,
         settings.trt_cache_dir,
+        settings.precision,
     )

@@ -62,4 +62,8 @@ class Encoders(Protocol):
     def version(self) -> str | None:
         """The runtime and its version, e.g. ``onnxruntime 1.32.0`` or ``triton 2.51.0``; None until known."""
 
+    def precision(self) -> str:
+        """What runs: ``fp32`` (the bundle's ``model.onnx`` files; ``fp16`` for a float16 bundle) or a
+        gated lower-precision variant, ``int8`` or ``bf16`` (``LIT_PRECISION``, :mod:`service.precision`)."""
+
     async def close(self) -> None: ...

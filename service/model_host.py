@@ -221,6 +221,7 @@ class ModelHost:
         m = served.manifest
         return ModelInfo(
             name=m.name, version=m.version, state=self.state, backend=encoders.name,
-            backend_version=encoders.version(), providers=encoders.providers(), embed_dim=m.embed_dim,
+            backend_version=encoders.version(), providers=encoders.providers(),
+            precision=encoders.precision(), variants=[v.precision for v in m.variants], embed_dim=m.embed_dim,
             image_size=m.preprocess.size, loss=m.loss, templates=list(m.templates),
         )  # fmt: skip

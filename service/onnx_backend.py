@@ -2,7 +2,8 @@
 
 Providers come from settings and what is installed and are checked once the sessions exist
 (:mod:`service.providers`): a provider asked for by name that did not load stops start-up, never a
-silent run on the CPU.
+silent run on the CPU. Which files run, the fp32 ``model.onnx`` or a gated lower-precision variant, is
+``LIT_PRECISION`` decided by :mod:`service.precision` for these providers and this CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from lit_bundle.repository import Bundle
 from lit_bundle.signature import check_signature
 from service.device_handoff import DeviceOutput
 from service.encoders import TEXT_BATCH
+from service.precision import choose_precision, cpu_flags, own_precision
 from service.providers import (
     ACCELERATORS,
     PROVIDERS,
@@ -51,22 +53,25 @@ class OnnxEncoders:
         threads: int = 0,
         max_batch: int = 32,
         trt_cache_dir: Path = Path(".cache/tensorrt"),
+        precision: str = "auto",
     ) -> None:
         keys, named = requested_keys(requested, ort.get_available_providers())
-        if any(key in ACCELERATORS for key in keys):
+        accelerated = any(key in ACCELERATORS for key in keys)
+        m = bundle.manifest
+        choice = choose_precision(m, precision, accelerated, cpu_flags())  # PrecisionError: not loaded
+        log.info("precision: %s", choice.reason)
+        self._precision = choice.precision if choice.precision != "fp32" else own_precision(m)
+        if accelerated:
             preload_nvidia_libraries()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         # Idle intra-op threads must not spin: they would take cores from decoding and the event loop
         # (measured with the ViT-B/32 bundle at 32 clients: 0.86 -> 0.91 of the raw encoder's throughput).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        m = bundle.manifest
         # ONNX Runtime 1.32's CPU layout optimiser (NCHWc) crashes the process when it opens a float16 text
         # graph of two or more layers; it only re-lays-out convolutions for the CPU, so fp16 goes without it.
-        on_cpu = not any(key in ACCELERATORS for key in keys)
-        precision = m.provenance.get("precision", "fp32")
-        disabled = ["NchwcTransformer"] if on_cpu and precision == "fp16" else []
-        cuda = cuda_options(precision)
+        disabled = ["NchwcTransformer"] if not accelerated and self._precision == "fp16" else []
+        cuda = cuda_options(self._precision)
 
         def session(path: Path, encoder: EncoderSpec, batch: int, what: str) -> ort.InferenceSession:
             trt = (
@@ -80,12 +85,14 @@ class OnnxEncoders:
             check_loaded(created, keys, named, f"{what} encoder of {m.name} v{m.version}")
             return created
 
-        self.image = session(bundle.image_model, m.image_encoder, max_batch, "image")
+        image_file, text_file = bundle.path(choice.image_file), bundle.path(choice.text_file)
+        self.image = session(image_file, m.image_encoder, max_batch, "image")
         self.compiles_shapes = any(PROVIDERS[k] in self.image.get_providers() for k in ACCELERATORS)
-        self.text = session(bundle.text_model, m.text_encoder, TEXT_BATCH, "text")
-        check_signature(bundle.image_model, bundle.manifest.image_encoder, self.image)
-        check_signature(bundle.text_model, bundle.manifest.text_encoder, self.text)
-        self.image_input = bundle.manifest.image_encoder.inputs[0].name
+        self.text = session(text_file, m.text_encoder, TEXT_BATCH, "text")
+        # A variant has the fp32 files' inputs and outputs: both are checked against the manifest's specs.
+        check_signature(image_file, m.image_encoder, self.image)
+        check_signature(text_file, m.text_encoder, self.text)
+        self.image_input = m.image_encoder.inputs[0].name
         self._image_output: DeviceOutput | None = None
         self._image_thread = ThreadPoolExecutor(1, thread_name_prefix="image-encoder")
         self._text_thread = ThreadPoolExecutor(1, thread_name_prefix="text-encoder")
@@ -130,6 +137,9 @@ class OnnxEncoders:
 
     def version(self) -> str:
         return f"onnxruntime {ort.__version__}"
+
+    def precision(self) -> str:
+        return self._precision
 
     async def close(self) -> None:
         self._image_thread.shutdown(wait=False, cancel_futures=True)

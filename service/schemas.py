@@ -127,6 +127,17 @@ class ModelInfo(BaseModel):
     providers: list[str] = Field(
         default_factory=list, description="ONNX Runtime execution providers, or the Triton endpoint"
     )
+    precision: str | None = Field(
+        default=None,
+        description="what runs (LIT_PRECISION): fp32 (the bundle's model.onnx files; fp16 for a float16 "
+        "bundle), or a lower-precision variant, int8 or bf16; null when not loaded",
+        examples=["int8"],
+    )
+    variants: list[str] = Field(
+        default_factory=list,
+        description="the lower-precision variants the served version has, each passed its accuracy gate",
+        examples=[["int8"]],
+    )
     embed_dim: int | None = None
     image_size: int | None = None
     loss: str | None = None

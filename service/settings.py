@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         description="ONNX Runtime providers in order: cpu, cuda, tensorrt, or auto (best installed)",
     )
     intra_op_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads per session (0 = auto)")
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        default="auto",
+        description="which encoder files run: auto (on the CPU provider, the bundle's gated int8 variant "
+        "where the CPU has AVX2 or is aarch64, else fp32; fp32 on CUDA/TensorRT), fp32 (always the bundle's "
+        "model.onnx), or int8/bf16 (that variant, else the model does not load); bf16 needs OpenVINO, which "
+        "the gateway does not have yet",
+    )
     scoring_device: Literal["auto", "cpu", "gpu"] = Field(
         default="auto",
         description="where label scores are computed: gpu (CuPy; an error if it cannot), cpu, or auto (the "

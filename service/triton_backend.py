@@ -6,6 +6,8 @@ one gRPC channel) is reused for every call. Each call has a timeout; transient f
 refused or reset, UNAVAILABLE, 502/503/504, a model still loading) are retried with exponential
 backoff, then reported as :class:`BackendUnavailable` (503). Triton's dynamic batcher batches
 concurrent requests, so images are sent as they come, split only at the model's ``max_batch_size``.
+Triton runs the files its own ``config.pbtxt`` names, so the gateway cannot choose a lower-precision
+variant here: ``LIT_PRECISION=int8`` or ``bf16`` is a start-up error, and ``auto``/``fp32`` report fp32.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from lit_bundle.manifest import EncoderSpec
 from lit_bundle.repository import Bundle
 from service.encoders import BackendConfigError, BackendError, BackendUnavailable
+from service.precision import own_precision
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ class TritonEncoders:
         self.url, self.protocol = url, protocol
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self.model_version = str(bundle.manifest.version)
+        self._precision = own_precision(bundle.manifest)
         self.image_spec = bundle.manifest.image_encoder
         self.text_spec = bundle.manifest.text_encoder
         self._api = _client_module(protocol)
@@ -85,6 +89,14 @@ class TritonEncoders:
 
     @classmethod
     def from_settings(cls, bundle: Bundle, settings: Settings) -> TritonEncoders:
+        if settings.precision not in ("auto", "fp32"):
+            raise BackendConfigError(
+                f"LIT_PRECISION={settings.precision} with LIT_BACKEND=triton: Triton runs the files its "
+                "config.pbtxt names (model.onnx, fp32), not a variant the gateway chooses, so the "
+                f"{settings.precision} variant of {bundle.manifest.name} v{bundle.manifest.version} cannot "
+                "run there. Fix: set LIT_PRECISION=auto or LIT_PRECISION=fp32 (Triton serves model.onnx), or "
+                "LIT_BACKEND=onnxruntime to run the variant in the gateway"
+            )
         return cls(
             bundle,
             settings.triton_url,
@@ -232,6 +244,9 @@ class TritonEncoders:
 
     def version(self) -> str | None:
         return self._server_version
+
+    def precision(self) -> str:
+        return self._precision  # the bundle's model.onnx, which Triton's config names
 
     async def close(self) -> None:
         await self.client.close()

@@ -1,4 +1,4 @@
-"""The gateway benchmarks (bench/gateway_throughput.py, label_encoding.py, footprint.py) at their tiny size:
+"""The gateway benchmarks (gateway_throughput, label_encoding, footprint, cpu_int8) at their tiny size:
 each runs against real gateway processes and writes sane figures.
 
 No speed thresholds: the figures of a tiny run on a shared machine mean nothing.
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench import footprint, gateway_throughput, label_encoding
+from bench import cpu_int8, footprint, gateway_throughput, label_encoding
 from harness.images import photo_jpegs
 
 
@@ -87,3 +87,17 @@ def test_footprint_tiny(tmp_path: Path) -> None:
         median = bundle["median"]
         assert median["ready_s"] > 0 and median["model_s"] >= 0
         assert median["rss_ready_mb"] > 0 and 0 < median["rss_warm_mb"] <= median["peak_mb"]
+
+
+def test_cpu_int8_tiny(tmp_path: Path) -> None:
+    markdown = cpu_int8.run(tmp_path, tiny=True)
+
+    assert markdown == tmp_path / "cpu_int8.md"
+    result = _written(tmp_path, "cpu_int8")
+    for precision in ("fp32", "int8"):
+        images, labels = result["results"][precision]["images"], result["results"][precision]["labels"]
+        assert images["raw_best"]["images_per_s"] > 0 and labels["raw_best"]["prompts_per_s"] > 0
+        assert all(level["errors"] == 0 for level in images["levels"])
+    for gateway, raw in result["ratios"].values():
+        assert gateway > 0 and raw > 0
+    assert "target 1.5x" in markdown.read_text()

@@ -35,7 +35,7 @@ from lit_bundle.triton import (
 )
 from tests.helpers import TINY_IMAGE, tiny_config
 from tests.test_triton_config import IMAGE, TEXT
-from training.cli import _triton_options, app
+from training.cli import app, triton_options
 
 pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 
@@ -396,10 +396,10 @@ def test_cli_promote_keeps_settings_unless_options_are_given(repository: Path) -
 
 
 def test_cli_builds_options_only_when_one_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert _triton_options() is None
-    assert _triton_options("cpu") == TritonOptions(instance_kind="cpu")
-    assert _triton_options(tensorrt=False) == TritonOptions()
-    assert _triton_options(None, True) == TritonOptions(tensorrt=True)
+    assert triton_options() is None
+    assert triton_options("cpu") == TritonOptions(instance_kind="cpu")
+    assert triton_options(tensorrt=False) == TritonOptions()
+    assert triton_options(None, True) == TritonOptions(tensorrt=True)
 
     import training.retrain
 

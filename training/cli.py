@@ -1,4 +1,5 @@
-"""``lit-train``: pretrain-tower, train, evaluate, demo and ablation.
+"""``lit-train``: pretrain-tower, train, evaluate, demo, ablation and retrain (the bundle commands are in
+:mod:`training.cli_bundle`).
 
 Every command takes an optional YAML config plus ``key=value`` overrides (dotted keys, e.g.
 ``optim.lr=3e-4 model.mode=LU``).
@@ -10,34 +11,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from lit_bundle.triton import TritonOptions
+    pass
 
+from training.cli_common import (
+    Classes,
+    ConfigOpt,
+    EvalSet,
+    InstanceKind,
+    Overrides,
+    Quiet,
+    Repository,
+    RetrievalSet,
+    TensorRT,
+    app,
+    console,
+    fail,
+    metrics_table,
+    triton_options,
+)
 from training.config import ConfigError, PretrainConfig, TrainConfig, load_config
-
-app = typer.Typer(help="Train, evaluate and build LiT zero-shot models.", no_args_is_help=True)
-console = Console()
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
-Overrides = Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. optim.lr=3e-4")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
-
-
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(2)
-
-
-def _metrics_table(title: str, metrics: dict) -> Table:
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in metrics.items():
-        table.add_row(key, f"{100 * value:.1f}%" if isinstance(value, float) and value <= 1 else str(value))
-    return table
 
 
 @app.command("pretrain-tower")
@@ -48,7 +43,7 @@ def pretrain_cmd(config: ConfigOpt = None, overrides: Overrides = None, quiet: Q
     try:
         cfg = load_config(PretrainConfig, config, overrides or [])
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     result = pretrain_tower(cfg, progress=not quiet)
     console.print(
         f"tower saved to {result.weights}: shape accuracy {100 * result.shape_accuracy:.1f}%, "
@@ -73,37 +68,17 @@ def train_cmd(
     try:
         cfg = load_config(TrainConfig, config, overrides or [])
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     try:
         result = train(cfg, resume=resume, progress=not quiet, evaluator=periodic_evaluator(cfg))
     except (DataError, ValueError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     final = result.history[-1]["loss"] if result.history else float("nan")
     resumed = f", resumed from {result.resumed_from.name}" if result.resumed_from else ""
     console.print(
         f"checkpoint {result.checkpoint} (final loss {final:.4f}, "
         f"feature cache: {result.cache_used}{resumed})"
     )
-
-
-EvalSet = Annotated[
-    str | None,
-    typer.Option(
-        "--eval-set",
-        help="zero-shot set: an image folder per class (root/<class>/*.jpg) or a CSV/JSONL of image,label",
-    ),
-]
-Classes = Annotated[
-    Path | None, typer.Option(help="class file: one class per line, 'label' or 'label<TAB>prompt name'")
-]
-RetrievalSet = Annotated[
-    str | None,
-    typer.Option(
-        "--retrieval-set",
-        help="image-text pairs to retrieve among: a CSV/JSONL manifest, shards-{000..009}.tar or a shard "
-        "list (default: the training data's held-out split)",
-    ),
-]
 
 
 def _is_repository(path: Path) -> bool:
@@ -168,16 +143,16 @@ def evaluate_cmd(
                 world, count = world_for(cfg.data), size or cfg.data.synthetic.eval_size
                 evaluation = evaluate_synthetic(trained, world, count, chosen, progress=not quiet)
                 paths = report(evaluation, folder, title)
-                console.print(_metrics_table("zero-shot evaluation", evaluation.metrics))
+                console.print(metrics_table("zero-shot evaluation", evaluation.metrics))
                 console.print(f"report: {paths['markdown']}")
                 return
             sets = EvaluationSets.for_config(cfg, chosen, eval_set, classes, retrieval_set)
             encoders = TorchEncoders(trained)
         evaluation = evaluate_sets(encoders, sets.require("evaluate"), progress=not quiet)
     except (BundleError, DataError, EvaluationError, FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     paths = report(evaluation, folder, title)
-    console.print(_metrics_table("evaluation", evaluation.metrics))
+    console.print(metrics_table("evaluation", evaluation.metrics))
     for data in evaluation.data:
         console.print(f"{data.kind}: {data.source} ({data.split}, {data.images} images, {data.texts} texts)")
     console.print(f"report: {paths['markdown']}")
@@ -201,8 +176,8 @@ def demo_cmd(
     try:
         summary = build_demo(out, overrides or [], progress=not quiet)
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    console.print(_metrics_table("demo model", summary.evaluation.metrics))
+        raise fail(str(exc)) from None
+    console.print(metrics_table("demo model", summary.evaluation.metrics))
     console.print(f"checkpoint: {summary.checkpoint}\nreport: {Path(out) / 'lit' / 'report' / 'report.md'}")
     if export is not None:
         request = request_from_checkpoint(summary.checkpoint, name, progress=not quiet)
@@ -222,7 +197,7 @@ def ablation_cmd(
     try:
         summaries = run_ablation(out, overrides=overrides or [], progress=not quiet)
     except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     table = Table(title="LiT ablation (synthetic world, equal steps)")
     for column in ("mode", "held-out top-1", "seen top-1", "tuning time (s)", "feature cache"):
         table.add_column(column)
@@ -237,166 +212,6 @@ def ablation_cmd(
         )
     console.print(table)
     console.print(f"written: {Path(out) / 'ablation.md'}")
-
-
-Repository = Annotated[Path, typer.Option("--repository", "-r", help="Triton model repository folder")]
-_REGENERATE = (
-    "Giving this or --tensorrt regenerates both config.pbtxt from default settings plus these; "
-    "without either, promotion keeps the existing configs' settings and changes only the served version."
-)
-InstanceKind = Annotated[
-    str | None,
-    typer.Option(help=f"where Triton runs the encoders: gpu, or cpu for a host without one. {_REGENERATE}"),
-]
-TensorRT = Annotated[
-    bool | None,
-    typer.Option(
-        help="Triton's TensorRT accelerator (fp16, engine cache). Giving --tensorrt or --no-tensorrt "
-        "regenerates both config.pbtxt (on gpu instances unless --instance-kind says otherwise)."
-    ),
-]
-
-
-def _triton_options(instance_kind: str | None = None, tensorrt: bool | None = None) -> TritonOptions | None:
-    """Options to regenerate the Triton configs from, or None (neither given: keep the configs' settings)."""
-    from pydantic import ValidationError
-
-    from lit_bundle.triton import TritonOptions
-
-    if instance_kind is None and tensorrt is None:
-        return None
-    try:
-        return TritonOptions(instance_kind=instance_kind or "gpu", tensorrt=bool(tensorrt))
-    except ValidationError as exc:
-        raise _fail(f"bad Triton options: {exc.errors()[0]['msg']}") from None
-
-
-Fp16 = Annotated[bool, typer.Option(help="also convert to float16 (for GPUs; looser check tolerance)")]
-Activate = Annotated[
-    bool | None, typer.Option(help="serve the new version at once (default: only if none is active)")
-]
-
-
-@app.command("export")
-def export_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint folder (step-0001200) or a run folder")],
-    name: Annotated[str, typer.Option(help="bundle name (Triton models <name>_image, <name>_text)")] = "lit",
-    repository: Repository = Path("model_repository"),
-    eval_set: EvalSet = None,
-    classes: Classes = None,
-    retrieval_set: RetrievalSet = None,
-    check_images: Annotated[
-        Path | None,
-        typer.Option(
-            help="a folder of images to check ONNX against torch on (default: the evaluation images)"
-        ),
-    ] = None,
-    fp16: Fp16 = False,
-    activate: Activate = None,
-) -> None:
-    """Export a checkpoint to ONNX, verify it against torch, and publish it as the next version.
-
-    The checkpoint is evaluated first (on --eval-set / --retrieval-set, the config's evaluation sets or
-    the training data's held-out split); the metrics and the data they came from go into the manifest."""
-    from training.checkpoint import latest_checkpoint
-    from training.data.pairs import DataError
-    from training.export import ExportError, export_bundle
-    from training.export_checkpoint import request_from_checkpoint
-
-    folder = latest_checkpoint(checkpoint) or checkpoint
-    try:
-        request = request_from_checkpoint(
-            folder,
-            name,
-            zero_shot=eval_set,
-            classes=classes,
-            retrieval=retrieval_set,
-            check_images=check_images,
-        )
-        manifest = export_bundle(request, repository, fp16=fp16, activate=activate)
-    except (DataError, ExportError, FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from None
-    console.print(f"exported {manifest.name} v{manifest.version} to {repository}")
-    console.print(_metrics_table("manifest metrics", manifest.metrics))
-
-
-@app.command("import-hf")
-def import_hf_cmd(
-    source: Annotated[
-        str, typer.Argument(help="a Hugging Face CLIP or SigLIP model: hub name or local folder")
-    ],
-    name: Annotated[str, typer.Option(help="bundle name")],
-    repository: Repository = Path("model_repository"),
-    fp16: Fp16 = False,
-) -> None:
-    """Import a Hugging Face CLIPModel or SiglipModel as a bundle (scores match transformers)."""
-    from training.export import ExportError
-    from training.importers import import_hf
-
-    try:
-        manifest = import_hf(source, repository, name, fp16=fp16)
-    except (ExportError, OSError, ValueError) as exc:
-        raise _fail(str(exc)) from None
-    console.print(f"imported {source} as {manifest.name} v{manifest.version} into {repository}")
-
-
-@app.command("promote")
-def promote_cmd(
-    name: Annotated[str, typer.Argument(help="bundle name")],
-    version: Annotated[int, typer.Argument(help="version to serve")],
-    repository: Repository = Path("model_repository"),
-    instance_kind: InstanceKind = None,
-    tensorrt: TensorRT = None,
-) -> None:
-    """Make a verified version the active one for Triton and the gateway (keeping the configs' settings)."""
-
-    from lit_bundle.manifest import BundleError
-    from lit_bundle.repository import promote
-
-    options = _triton_options(instance_kind, tensorrt)
-    try:
-        promote(repository, name, version, options)
-    except BundleError as exc:
-        raise _fail(str(exc)) from None
-    console.print(f"{name} v{version} is now active in {repository}")
-
-
-@app.command("prune")
-def prune_cmd(
-    name: Annotated[str, typer.Argument(help="bundle name")],
-    keep: Annotated[int, typer.Option(help="newest versions to keep (the active one is always kept)")] = 2,
-    repository: Repository = Path("model_repository"),
-) -> None:
-    """Delete old versions of a bundle, keeping the newest ones and the active one."""
-    from lit_bundle.repository import prune
-
-    removed = prune(repository, name, keep)
-    console.print(f"removed versions {removed or 'none'} of {name}")
-
-
-@app.command("verify")
-def verify_cmd(
-    repository: Annotated[Path, typer.Argument(help="Triton model repository folder")] = Path(
-        "model_repository"
-    ),
-    name: Annotated[str | None, typer.Option(help="bundle name (default: the only one)")] = None,
-    version: Annotated[int | None, typer.Option(help="version (default: the active one)")] = None,
-) -> None:
-    """Check a bundle: manifest schema, every file's sha256, ONNX tensors and Triton configs."""
-    from lit_bundle.manifest import BundleError
-    from lit_bundle.repository import CONFIG_FILE, load_bundle
-    from lit_bundle.signature import check_signature
-    from lit_bundle.triton import check_config
-
-    try:
-        bundle = load_bundle(repository, name, version)
-        for encoder in (bundle.manifest.image_encoder, bundle.manifest.text_encoder):
-            check_signature(bundle.path(encoder.file), encoder)
-            check_config((repository / encoder.triton_name / CONFIG_FILE).read_text(), encoder)
-    except (BundleError, ValueError, OSError) as exc:
-        raise _fail(str(exc)) from None
-    m = bundle.manifest
-    console.print(f"[green]ok[/]: {m.name} v{m.version} ({m.loss}, dim {m.embed_dim}, {m.preprocess.size}px)")
 
 
 @app.command("retrain")
@@ -447,7 +262,7 @@ def retrain_cmd(
     from training.export import ExportError
     from training.retrain import GateData, RetrainOptions, retrain
 
-    triton = _triton_options(instance_kind, tensorrt)
+    triton = triton_options(instance_kind, tensorrt)
     try:
         gate = GateData(eval_set=eval_set, classes=classes, retrieval_set=retrieval_set, metric=gate_metric)
         options = RetrainOptions(
@@ -465,7 +280,7 @@ def retrain_cmd(
         )
         result = retrain(options, triton=triton)
     except (DataError, ExportError, ValueError, OSError) as exc:  # config, bundle and retrain errors too
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     table = Table(title=f"retraining gate ({'dry run, ' if dry_run else ''}{result.bundle})")
     for column in ("check", "result", "detail"):
         table.add_column(column)
@@ -480,3 +295,6 @@ def retrain_cmd(
         f"{result.bundle} v{result.new_version} is now active in {result.repository} "
         f"({result.timings['total']:.0f} s)"
     )
+
+
+from training import cli_bundle  # noqa: E402, F401  (registers the bundle commands, listed after these)

@@ -28,12 +28,12 @@ from tqdm import tqdm
 
 from lit_bundle import PreprocessSpec, atomic
 from lit_bundle.layout import (
-    MANIFEST_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
     encoder_root,
     relative_file,
     triton_model,
+    variant_file,
 )
 from lit_bundle.manifest import (
     EncoderSpec,
@@ -41,13 +41,15 @@ from lit_bundle.manifest import (
     Manifest,
     TensorSpec,
     TextSpec,
-    sha256_file,
+    Variant,
 )
 from lit_bundle.preprocess import resize_and_crop
-from lit_bundle.repository import active_version, next_version, promote, publish, write_missing_configs
+from lit_bundle.repository import active_version, promote, write_missing_configs
 from lit_bundle.triton import TritonOptions
 from training import onnx_graphs
 from training.onnx_graphs import ExportError, check_cast_first
+from training.publishing import publish_version
+from training.variants import VariantOutcome, VariantRequest, build_variants
 
 OPSET = 17
 STAGING_PREFIX = ".staging-"  # versions being written; hidden from readers and from .dockerignore
@@ -103,6 +105,7 @@ class ExportRequest:
     metrics: dict[str, float] = field(default_factory=dict)
     evaluation: tuple[EvaluationData, ...] = ()
     provenance: dict[str, str] = field(default_factory=dict)
+    variants: VariantRequest | None = None
 
 
 def image_batch(images: list[Image.Image], spec: PreprocessSpec) -> np.ndarray:
@@ -371,8 +374,17 @@ def export_bundle(
             onnx_graphs.to_fp16(staged_text / MODEL_FILE)
         check = verify_export(request, staged_image / MODEL_FILE, staged_text / MODEL_FILE, fp16)
         steps.update()
+        variants = VariantOutcome([], {}, [])
+        if request.variants is not None:
+            if fp16:
+                raise ExportError("lower-precision variants are made from an fp32 bundle: drop --fp16")
+            variants = build_variants(
+                request.variants, staged_image, staged_text, request.preprocess, request.tokenizer
+            )
+            for line in variants.log:
+                tqdm.write(line)
         request.tokenizer.save(str(staged_text / TOKENIZER_FILE))
-        manifest = _publish(request, repository, staged_image, staged_text, check, fp16, dynamic)
+        manifest = _publish(request, repository, staged_image, staged_text, check, fp16, dynamic, variants)
         steps.update()
         steps.close()
     if activate or (activate is None and active_version(repository, name) is None):
@@ -390,15 +402,16 @@ def _publish(
     check: ExportCheck,
     fp16: bool,
     dynamic_length: bool,
+    variants: VariantOutcome,
 ) -> Manifest:
     """Write the manifest and move the staged folders into place as a new version (retrying on a race)."""
     size, length = request.preprocess.size, request.context_length
-    for _ in range(10):
-        version = next_version(repository, request.name)
+    embed_dim = int(_session(staged_image / MODEL_FILE, fp16=fp16).get_outputs()[0].shape[-1])
+
+    def manifest_for(version: int) -> Manifest:
         image_file = relative_file(request.name, "image", version, MODEL_FILE)
         text_file = relative_file(request.name, "text", version, MODEL_FILE)
-        embed_dim = int(_session(staged_image / MODEL_FILE, fp16=fp16).get_outputs()[0].shape[-1])
-        manifest = Manifest(
+        return Manifest(
             name=request.name,
             version=version,
             embed_dim=embed_dim,
@@ -433,23 +446,18 @@ def _publish(
                 "precision": "fp16" if fp16 else "fp32",
                 **check.provenance,
                 **request.provenance,
+                **variants.rejected,
             },
+            variants=tuple(
+                Variant(
+                    precision=v.precision,
+                    image_file=relative_file(request.name, "image", version, variant_file(v.precision)),
+                    text_file=relative_file(request.name, "text", version, variant_file(v.precision)),
+                    method=v.method,
+                    gate=v.gate,
+                )
+                for v in variants.built
+            ),
         )
-        staged_paths = {
-            image_file: staged_image / MODEL_FILE,
-            text_file: staged_text / MODEL_FILE,
-            manifest.text.tokenizer: staged_text / TOKENIZER_FILE,
-        }
-        files = {rel: sha256_file(src) for rel, src in staged_paths.items()}
-        manifest = manifest.model_copy(update={"files": files})
-        atomic.write_atomic(staged_image / MANIFEST_FILE, manifest.model_dump_json(indent=1))
-        atomic.fsync_tree(staged_text)  # on disk before the renames that make the version visible
-        atomic.fsync_tree(staged_image)
-        try:
-            published = publish(repository, manifest, staged_image, staged_text)
-        except FileExistsError:
-            continue  # another exporter took this version number: take the next one
-        atomic.fsync_dir(staged_text.parent)  # the renames themselves survive a power cut
-        atomic.fsync_dir(staged_image.parent)
-        return published
-    raise ExportError(f"could not find a free version number for {request.name} in {repository}")
+
+    return publish_version(repository, request.name, manifest_for, staged_image, staged_text)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from lit_bundle.manifest import EvaluationData
+from lit_bundle.manifest import EvaluationData, VariantPrecision
 from training.config import TrainConfig
 from training.data.synthetic import SyntheticPairs
 from training.encoders import TorchEncoders
@@ -16,9 +17,11 @@ from training.export import ExportRequest
 from training.factory import load_trained
 from training.losses import MAX_LOG_SCALE
 from training.model import LiTModel
+from training.precision_gate import GateSet
 from training.sources import world_for
 from training.templates import load_templates
 from training.user_eval import CheckInputs, EvaluationSets, check_inputs, evaluate_sets, images_in
+from training.variant_data import labelled_gate_set, synthetic_gate_set, variant_request
 from training.zero_shot import Evaluation, evaluate_synthetic
 
 
@@ -93,6 +96,8 @@ def request_from_checkpoint(
     classes: Path | None = None,
     retrieval: str | None = None,
     check_images: Path | None = None,
+    precisions: Sequence[VariantPrecision] = (),
+    calibration: Path | None = None,
 ) -> ExportRequest:
     """Everything ``export_bundle`` needs, from a checkpoint trained on any data.
 
@@ -100,14 +105,18 @@ def request_from_checkpoint(
     a retrieval set, else the training data's held-out split; for the synthetic world, its evaluation
     split); the metrics and the data they came from go into the manifest. The ONNX parity check runs on
     ``check_images`` if given, else on images of those sets. Raises ``EvaluationError`` (saying what to
-    pass) when there is nothing to check with.
+    pass) when there is nothing to check with. ``precisions`` asks for lower-precision variants, calibrated
+    on ``calibration`` (a folder of images) or the training data, gated on the zero-shot evaluation set.
     """
     model, cfg = load_trained(checkpoint)
     model.eval()
     templates = load_templates(cfg.templates)
     scale, bias = logit_scale_and_bias(model)
+    gate: GateSet | None = None
     if cfg.data.kind == "synthetic" and not (zero_shot or retrieval or cfg.evaluation.zero_shot):
         evaluation, inputs = _synthetic_checks(model, cfg, templates, progress)
+        if precisions:
+            gate = synthetic_gate_set(world_for(cfg.data), cfg.data.synthetic.eval_size, templates)
         if check_images is not None:
             inputs = CheckInputs(
                 images_in(check_images, 64), inputs.texts, [f"--check-images {check_images}"]
@@ -118,6 +127,8 @@ def request_from_checkpoint(
         evaluation = Evaluation({}, None, [], [])
         if sets.zero_shot is not None or sets.retrieval is not None:
             evaluation = evaluate_sets(TorchEncoders(model), sets, progress=progress)
+        if precisions and sets.zero_shot is not None:
+            gate = labelled_gate_set(sets.zero_shot, templates)
     return ExportRequest(
         name=name,
         image_encoder=LiTImageEncoder(model).eval(),
@@ -140,4 +151,5 @@ def request_from_checkpoint(
             "mode": cfg.model.mode,
             "config": cfg.model_dump_json(),
         },
+        variants=variant_request(precisions, gate, cfg, calibration),
     )

@@ -1,4 +1,4 @@
-"""Supervised pretraining of the built-in image tower on synthetic factor labels.
+"""Supervised pretraining of an image tower (the built-in CNN or a timm model) on synthetic factor labels.
 
 It stands in for ImageNet pretraining in the demo: the tower learns to see shape and colour from images
 that are disjoint from the text-tuning data (their own ``pretrain`` stream), then LiT locks it.
@@ -21,6 +21,7 @@ from training.config import PretrainConfig
 from training.data.pairs import pixel_transform
 from training.data.synthetic import COLOURS, SHAPES, SyntheticPairs, SyntheticWorld
 from training.towers import build_image_tower
+from training.towers.timm_tower import TimmTower
 from training.train import cosine_lr, seed_everything
 
 
@@ -60,8 +61,8 @@ def _accuracy(model: FactorClassifier, pixels: torch.Tensor, shapes: torch.Tenso
 
 def pretrain_tower(cfg: PretrainConfig, progress: bool = True) -> PretrainResult:
     """Train the tower plus two linear heads (shape, colour) and save the tower's weights."""
-    if cfg.image.kind != "builtin":
-        raise ValueError("pretrain-tower trains the built-in demo tower only (image.kind=builtin)")
+    if cfg.image.kind not in ("builtin", "timm"):
+        raise ValueError("pretrain-tower trains the built-in tower or a timm model (image.kind=builtin|timm)")
     seed_everything(cfg.seed)
     tower = build_image_tower(cfg.image, pretrained=False)
     model = FactorClassifier(tower, tower.output_dim)
@@ -90,6 +91,8 @@ def pretrain_tower(cfg: PretrainConfig, progress: bool = True) -> PretrainResult
         model, held_pixels, torch.from_numpy(held_set.shape_labels), torch.from_numpy(held_set.colour_labels)
     )
     out = Path(cfg.out)
+    # A timm tower's weights are saved as timm's model holds them, the form a timm tower loads.
+    weights = tower.model.state_dict() if isinstance(tower, TimmTower) else tower.state_dict()
     with replacing(out) as tmp:
-        save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(tmp))
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp))
     return PretrainResult(out, shape_acc, colour_acc)

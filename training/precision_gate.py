@@ -1,0 +1,104 @@
+"""The accuracy gate a lower-precision variant must pass before it is published.
+
+On held-out labelled images, the variant's encoders are compared with the fp32 encoders: every image's
+and every class prompt's embedding must keep a cosine of at least ``MIN_COSINE`` to fp32's,
+zero-shot classification (prompt ensembling over the bundle's templates, variant against fp32) must pick
+the same class for at least ``MIN_TOP1_AGREEMENT`` of the images, and zero-shot accuracy must stay
+within ``MAX_ACCURACY_CHANGE`` of fp32's (the thresholds are in :mod:`lit_bundle.gate`, where the
+gateway checks a variant's recorded figures against them too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+from tokenizers import Tokenizer
+
+from lit_bundle.manifest import PrecisionGate
+from lit_bundle.preprocess import PreprocessSpec
+from lit_bundle.prompts import ensemble, expand_prompts
+
+IMAGE_CHUNK = 64
+TEXT_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class GateSet:
+    """Held-out labelled images (never the calibration images) and the class names they are labelled with."""
+
+    images: list[Image.Image]
+    labels: list[int]
+    class_names: list[str]
+    templates: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class EncoderFiles:
+    image: Path
+    text: Path
+
+
+class _Sessions:
+    """Both encoders of one precision on ONNX Runtime's CPU provider, as the gateway runs them."""
+
+    def __init__(self, files: EncoderFiles, preprocess: PreprocessSpec, tokenizer: Tokenizer) -> None:
+        providers = ["CPUExecutionProvider"]
+        self.image = ort.InferenceSession(str(files.image), providers=providers)
+        self.text = ort.InferenceSession(str(files.text), providers=providers)
+        self.preprocess, self.tokenizer = preprocess, tokenizer
+
+    def images(self, pixels: np.ndarray) -> np.ndarray:
+        chunks = [pixels[i : i + IMAGE_CHUNK] for i in range(0, len(pixels), IMAGE_CHUNK)]
+        return np.concatenate([self.image.run(None, {"pixels": chunk})[0] for chunk in chunks])
+
+    def texts(self, texts: list[str]) -> np.ndarray:
+        from training.export import token_batch
+
+        chunks = [texts[i : i + TEXT_CHUNK] for i in range(0, len(texts), TEXT_CHUNK)]
+        return np.concatenate([self.text.run(None, token_batch(self.tokenizer, c))[0] for c in chunks])
+
+
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+    cosines: np.ndarray = (a * b).sum(axis=1) / norms
+    return cosines
+
+
+def measure_gate(
+    fp32: EncoderFiles,
+    variant: EncoderFiles,
+    data: GateSet,
+    preprocess: PreprocessSpec,
+    tokenizer: Tokenizer,
+) -> PrecisionGate:
+    """Run both precisions on ``data`` and return the gate's figures (see :func:`gate_failures`)."""
+    from training.export import image_batch
+
+    pixels = image_batch(data.images, preprocess)
+    prompts = expand_prompts(data.class_names, data.templates)
+    reference = _Sessions(fp32, preprocess, tokenizer)
+    candidate = _Sessions(variant, preprocess, tokenizer)
+    image_ref, image_var = reference.images(pixels), candidate.images(pixels)
+    text_ref, text_var = reference.texts(prompts), candidate.texts(prompts)
+    classes, templates = len(data.class_names), len(data.templates)
+    predicted_ref = (image_ref @ ensemble(text_ref, classes, templates).T).argmax(axis=1)
+    predicted_var = (image_var @ ensemble(text_var, classes, templates).T).argmax(axis=1)
+    labels = np.asarray(data.labels)
+    return PrecisionGate(
+        data=data.source,
+        images=len(labels),
+        classes=classes,
+        prompts=len(prompts),
+        min_cosine_image=float(_row_cosines(image_ref, image_var).min()),
+        min_cosine_text=float(_row_cosines(text_ref, text_var).min()),
+        top1_agreement=float((predicted_ref == predicted_var).mean()),
+        accuracy_fp32=float((predicted_ref == labels).mean()),
+        accuracy=float((predicted_var == labels).mean()),
+        runs_on=f"onnxruntime {ort.__version__} CPUExecutionProvider",
+    )
