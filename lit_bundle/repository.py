@@ -24,10 +24,12 @@ from lit_bundle.layout import (
     config_path,
     encoder_root,
     manifest_path,
+    triton_model,
     version_dir,
 )
 from lit_bundle.manifest import BundleError, EncoderSpec, Manifest, read_manifest, verify_files
 from lit_bundle.triton import TritonOptions, active_versions, bundle_configs, promoted_config, write_config
+from lit_bundle.triton_files import check_served_file
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ def promote(repository: Path, name: str, version: int, options: TritonOptions | 
     optimization, warm-up, comments...): only its version policy changes, and the tensors when this
     version's differ (:func:`lit_bundle.triton.promoted_config`, which needs ``tritonclient``); a missing
     config is generated from the default options. ``options`` regenerates both configs from them.
+    ``BundleError`` when a config (kept or generated) makes Triton load a variant this version lacks.
     """
     repository = Path(repository)
     manifest = load_bundle(repository, name, version).manifest
@@ -178,27 +181,39 @@ def promote(repository: Path, name: str, version: int, options: TritonOptions | 
         path = config_path(repository, name, kind)
         if options is not None or not path.is_file():
             texts[path] = generated[encoder.triton_name]
-            continue
-        try:
-            texts[path] = promoted_config(path.read_text(), encoder, [version], manifest.text.context_length)
-        except ImportError:
-            raise BundleError(
-                f"keeping the operator settings of {path} needs Triton's protobuf: "
-                'pip install "tritonclient[grpc]" (or pass explicit Triton options to regenerate it)'
-            ) from None
-        except ValueError as exc:
-            raise BundleError(f"{path}: {exc}") from None
+        else:
+            texts[path] = _kept(path, encoder, version, manifest.text.context_length)
+        check_served_file(texts[path], manifest, kind)
     for path, text in texts.items():  # written only once both are ready: never one promoted alone
         write_config(path, text)
 
 
+def _kept(path: Path, encoder: EncoderSpec, version: int, context_length: int) -> str:
+    """The config at ``path`` with its operator settings kept, made to serve ``version`` of ``encoder``."""
+    try:
+        return promoted_config(path.read_text(), encoder, [version], context_length)
+    except ImportError:
+        raise BundleError(
+            f"keeping the operator settings of {path} needs Triton's protobuf: "
+            'pip install "tritonclient[grpc]" (or pass explicit Triton options to regenerate it)'
+        ) from None
+    except ValueError as exc:
+        raise BundleError(f"{path}: {exc}") from None
+
+
 def write_missing_configs(repository: Path, manifest: Manifest, options: TritonOptions | None = None) -> None:
     """Give a bundle whose configs are missing ones serving ``manifest``'s version; existing configs (and so
-    the active version) stay as they are."""
-    for model, text in bundle_configs(manifest, [manifest.version], options or TritonOptions()).items():
+    the active version) stay as they are. ``BundleError`` when ``options`` name a variant it lacks."""
+    generated = bundle_configs(manifest, [manifest.version], options or TritonOptions())
+    missing: dict[Path, str] = {}
+    for kind in ENCODERS:
+        model = triton_model(manifest.name, kind)
         path = Path(repository) / model / CONFIG_FILE
         if not path.exists():
-            write_config(path, text)
+            missing[path] = generated[model]
+            check_served_file(missing[path], manifest, kind)
+    for path, text in missing.items():
+        write_config(path, text)
 
 
 def prune(repository: Path, name: str, keep: int = 1) -> list[int]:

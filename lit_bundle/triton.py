@@ -26,6 +26,7 @@ from lit_bundle import pbtxt
 from lit_bundle.atomic import write_atomic
 from lit_bundle.layout import bundle_of
 from lit_bundle.manifest import EncoderSpec, Manifest, TensorSpec
+from lit_bundle.triton_files import TritonPrecision, filename_lines
 
 BACKEND = "onnxruntime"
 
@@ -75,6 +76,11 @@ class TritonOptions(BaseModel):
         description="run zero-filled batches at load, so a new version (and its TensorRT engine) is "
         "ready before Triton switches traffic to it",
     )
+    precision: TritonPrecision = Field(
+        default="fp32",
+        description="which file the ONNX Runtime backend loads: model.onnx (fp32) or the version's gated "
+        "int8 variant, model.int8.onnx (default_model_filename)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TritonOptions:
@@ -86,6 +92,12 @@ class TritonOptions(BaseModel):
             )
         if len(set(self.preferred_batch_sizes)) != len(self.preferred_batch_sizes):
             raise ValueError(f"preferred_batch_sizes {list(self.preferred_batch_sizes)} has duplicates")
+        if self.precision == "int8" and (self.instance_kind != "cpu" or self.tensorrt):
+            raise ValueError(
+                "precision='int8' needs instance_kind='cpu' and tensorrt=False: the int8 variant passed its "
+                "gate on ONNX Runtime's CPU provider, not on CUDA or TensorRT. Fix: --instance-kind cpu "
+                "without --tensorrt, or --triton-precision fp32 for GPU instances"
+            )
         if self.tensorrt and self.instance_kind != "gpu":
             raise ValueError("tensorrt=True needs instance_kind='gpu' (TensorRT cannot run on CPU instances)")
         cache = self.tensorrt_cache_dir
@@ -246,6 +258,7 @@ def encoder_config(
         _header(encoder),
         f'name: "{encoder.triton_name}"',
         f'backend: "{BACKEND}"',
+        *filename_lines(options.precision),
         f"max_batch_size: {options.max_batch_size}",
         _version_policy(served),
         *_tensor_list("input", encoder.inputs),

@@ -259,13 +259,15 @@ def classify(
         raise typer.Exit(1)
 
 
-MODEL_COLUMNS = ["name", "version", "state", "backend", "dim", "image_size", "loss", "default", "error"]
+MODEL_COLUMNS = [
+    "name", "version", "state", "backend", "precision", "dim", "image_size", "loss", "default", "error",
+]  # fmt: skip
 
 
 def model_row(info: ModelInfo, default: str) -> dict[str, Any]:
     return {
         "name": info.name, "version": info.version, "state": info.state, "backend": info.backend,
-        "dim": info.embed_dim, "image_size": info.image_size, "loss": info.loss,
+        "precision": info.precision, "dim": info.embed_dim, "image_size": info.image_size, "loss": info.loss,
         "default": "yes" if info.name == default else None, "error": info.error,
     }  # fmt: skip
 
@@ -274,8 +276,9 @@ def model_row(info: ModelInfo, default: str) -> dict[str, Any]:
 def list_models(fmt: FormatOption = Format.table, url: Url = DEFAULT_URL, api_key: ApiKey = None) -> None:
     """List the models the gateway serves.
 
-    Name, version, state, backend, embedding size (dim), image size and loss of each; the default (used
-    when no --model is given) is marked. A model that is not loaded shows its state, and why if it failed.
+    Name, version, state, backend, precision, embedding size (dim), image size and loss of each; the
+    default (used when no --model is given) is marked. A model that is not loaded shows its state, and why
+    if it failed.
     """
     try:
         with LitClient(url, api_key=api_key) as client:

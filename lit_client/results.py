@@ -106,6 +106,10 @@ class ModelInfo:
     image_size: int | None = None
     loss: str | None = None
     templates: list[str] = field(default_factory=list)
+    precision: str | None = None
+    """What runs: ``fp32``, ``int8`` or ``bf16`` (``fp16`` for a float16 bundle); None when not loaded."""
+    variants: list[str] = field(default_factory=list)
+    """The lower-precision variants the served version has (each passed its accuracy gate)."""
 
 
 @dataclass(frozen=True)

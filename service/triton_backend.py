@@ -6,8 +6,11 @@ one gRPC channel) is reused for every call. Each call has a timeout; transient f
 refused or reset, UNAVAILABLE, 502/503/504, a model still loading) are retried with exponential
 backoff, then reported as :class:`BackendUnavailable` (503). Triton's dynamic batcher batches
 concurrent requests, so images are sent as they come, split only at the model's ``max_batch_size``.
-Triton runs the files its own ``config.pbtxt`` names, so the gateway cannot choose a lower-precision
-variant here: ``LIT_PRECISION=int8`` or ``bf16`` is a start-up error, and ``auto``/``fp32`` report fp32.
+Triton runs the files its own ``config.pbtxt`` names (``default_model_filename``: ``model.onnx``, or
+``model.int8.onnx`` after ``lit-train promote --triton-precision int8``), so the gateway reports what
+Triton's served config names (before Triton answers: what the shared repository's configs name) and an
+explicit ``LIT_PRECISION`` must match it: a mismatch in the repository stops start-up, one in what Triton
+serves fails readiness. ``bf16`` never runs on Triton.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from lit_bundle.manifest import EncoderSpec
+from lit_bundle.layout import MODEL_FILE
+from lit_bundle.manifest import EncoderSpec, Manifest, variant
 from lit_bundle.repository import Bundle
+from lit_bundle.triton_files import configured_files, files_precision
 from service.encoders import BackendConfigError, BackendError, BackendUnavailable
 from service.precision import own_precision
 from service.settings import Settings
@@ -46,6 +51,26 @@ def _client_module(protocol: str) -> Any:
         ) from None
 
 
+def _precision_problem(m: Manifest, files: dict[str, str], requested: str, loads: str) -> str | None:
+    """Why ``files`` (model -> the file Triton loads) cannot serve ``LIT_PRECISION=requested``, or None."""
+    served = files_precision(files)
+    if served is not None and requested in ("auto", served):
+        return None
+    loads += " " + ", ".join(f"{model} from {file}" for model, file in files.items())
+    promote = f"`lit-train promote {m.name} {m.version} --triton-precision"
+    if served is None:
+        return f"{loads}: not one precision. Fix: {promote} fp32` (or int8) regenerates both configs"
+    promote += f" {requested}`"
+    if requested not in ("fp32", "int8"):
+        promote = "none on Triton, whose configs name model.onnx or model.int8.onnx (--triton-precision)"
+    elif requested != "fp32" and variant(m, requested) is None:
+        promote = f"`lit-train add-variant {m.name} --precision {requested}`, then {promote} on its version"
+    return (
+        f"LIT_PRECISION={requested} with LIT_BACKEND=triton, but {loads} ({served}). Fix: {promote}; or set "
+        f"LIT_PRECISION=auto or LIT_PRECISION={served} (what Triton serves), or LIT_BACKEND=onnxruntime"
+    )
+
+
 class TritonEncoders:
     name = "triton"
     batches_images = True
@@ -59,11 +84,15 @@ class TritonEncoders:
         timeout_s: float = 10.0,
         retries: int = 2,
         backoff_s: float = 0.05,
+        precision: str = "auto",
     ) -> None:
         self.url, self.protocol = url, protocol
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self.model_version = str(bundle.manifest.version)
-        self._precision = own_precision(bundle.manifest)
+        self._manifest, self._requested = bundle.manifest, precision
+        # What the shared repository's configs name, until Triton's own configs are read.
+        configured = files_precision(configured_files(bundle.repository, bundle.manifest.name))
+        self._precision = configured if configured == "int8" else own_precision(bundle.manifest)
         self.image_spec = bundle.manifest.image_encoder
         self.text_spec = bundle.manifest.text_encoder
         self._api = _client_module(protocol)
@@ -89,14 +118,12 @@ class TritonEncoders:
 
     @classmethod
     def from_settings(cls, bundle: Bundle, settings: Settings) -> TritonEncoders:
-        if settings.precision not in ("auto", "fp32"):
-            raise BackendConfigError(
-                f"LIT_PRECISION={settings.precision} with LIT_BACKEND=triton: Triton runs the files its "
-                "config.pbtxt names (model.onnx, fp32), not a variant the gateway chooses, so the "
-                f"{settings.precision} variant of {bundle.manifest.name} v{bundle.manifest.version} cannot "
-                "run there. Fix: set LIT_PRECISION=auto or LIT_PRECISION=fp32 (Triton serves model.onnx), or "
-                "LIT_BACKEND=onnxruntime to run the variant in the gateway"
-            )
+        files = configured_files(bundle.repository, bundle.manifest.name)
+        loads = f"the configs in {bundle.repository} make Triton load"
+        if settings.precision != "auto" and (
+            problem := _precision_problem(bundle.manifest, files, settings.precision, loads)
+        ):
+            raise BackendConfigError(problem)
         return cls(
             bundle,
             settings.triton_url,
@@ -104,6 +131,7 @@ class TritonEncoders:
             settings.triton_timeout_s,
             settings.triton_retries,
             settings.triton_backoff_ms / 1000.0,
+            settings.precision,
         )
 
     @property
@@ -158,7 +186,7 @@ class TritonEncoders:
         """Compare what Triton serves with the bundle's manifest; learn each model's max batch size."""
         if self._max_batch is not None:
             return self._max_batch
-        max_batch = {}
+        max_batch, loads = {}, {}
         for spec in (self.image_spec, self.text_spec):
             name, version = spec.triton_name, self.model_version
             metadata = await self._fetch(f"metadata of {name}", self.client.get_model_metadata, name, version)
@@ -171,7 +199,13 @@ class TritonEncoders:
                         f"declares {expected}: point Triton and the gateway at the same model repository"
                     )
             config = await self._fetch(f"config of {name}", self.client.get_model_config, name, version)
-            max_batch[name] = int(config.get("config", config).get("max_batch_size", 0))  # gRPC wraps it
+            config = config.get("config", config)  # gRPC wraps it
+            max_batch[name] = int(config.get("max_batch_size", 0))
+            loads[name] = config.get("default_model_filename") or MODEL_FILE
+        if problem := _precision_problem(self._manifest, loads, self._requested, f"{self.where} loads"):
+            raise BackendError(problem)
+        precision = files_precision(loads) or "fp32"
+        self._precision = precision if precision != "fp32" else own_precision(self._manifest)
         server = await self._fetch("server metadata", self.client.get_server_metadata)
         self._server_version = f"{server.get('name', 'triton')} {server.get('version', '?')}"
         log.info("%s serves %s: max batch sizes %s", self.where, self._server_version, max_batch)
@@ -246,7 +280,7 @@ class TritonEncoders:
         return self._server_version
 
     def precision(self) -> str:
-        return self._precision  # the bundle's model.onnx, which Triton's config names
+        return self._precision  # what Triton's config names: model.onnx (the bundle's own) or model.int8.onnx
 
     async def close(self) -> None:
         await self.client.close()

@@ -222,7 +222,8 @@ def test_models_lists_every_model(pair: str, tree: Path) -> None:
     table = lit(tree, pair, "models")
     assert table.returncode == 0, table.stderr
     header = next(line for line in table.stdout.splitlines() if " name " in line)
-    for column in ("version", "state", "backend", "dim", "image_size", "loss", "default", "error"):
+    columns = ("version", "state", "backend", "precision", "dim", "image_size", "loss", "default", "error")
+    for column in columns:
         assert f" {column} " in header
     (other,) = [line for line in table.stdout.splitlines() if " lit_other " in line]
     assert " ready " in other and " onnxruntime " in other and " 128 " in other and " yes " in other

@@ -11,22 +11,30 @@ from pydantic import ValidationError
 
 from lit_bundle.atomic import write_atomic
 from lit_bundle.manifest import (
+    BundleError,
     EncoderSpec,
     Manifest,
+    PrecisionGate,
     TensorSpec,
     TextSpec,
+    Variant,
     manifest_path,
     read_manifest,
+    sha256_file,
 )
 from lit_bundle.preprocess import PreprocessSpec
+from lit_bundle.repository import active_version, load_bundle, promote, write_missing_configs
 from lit_bundle.triton import (
     TritonOptions,
     active_versions,
+    bundle_configs,
     check_config,
     encoder_config,
     parse_config,
+    promoted_config,
     write_config,
 )
+from lit_bundle.triton_files import served_filename
 
 pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 
@@ -54,6 +62,7 @@ OPTION_SETS = {
     "tensorrt": TritonOptions(tensorrt=True, max_queue_size=256, max_queue_delay_us=500),
     "tensorrt_fp32_nocache": TritonOptions(tensorrt=True, tensorrt_fp16=False, tensorrt_cache_dir=None),
     "warmup": TritonOptions(warmup=True, preferred_batch_sizes=()),
+    "int8": TritonOptions(instance_kind="cpu", precision="int8"),
 }
 
 
@@ -88,6 +97,7 @@ def test_generated_config_round_trips(encoder: EncoderSpec, name: str) -> None:
     check_config(text, encoder)
 
     assert config.name == encoder.triton_name and config.backend == "onnxruntime"
+    assert config.default_model_filename == ("model.int8.onnx" if options.precision == "int8" else "")
     assert config.max_batch_size == options.max_batch_size
     for declared, spec in zip(
         [*config.input, *config.output], [*encoder.inputs, *encoder.outputs], strict=True
@@ -283,6 +293,13 @@ def test_options_validation_errors_are_clear() -> None:
         TritonOptions(tensorrt=True, instance_kind="cpu")
     with pytest.raises(ValidationError, match="absolute path"):
         TritonOptions(tensorrt_cache_dir="relative/cache")
+    for wrong in ({}, {"instance_kind": "cpu", "tensorrt": True}):  # GPU instances, or TensorRT
+        with pytest.raises(ValidationError, match="precision='int8' needs instance_kind='cpu'") as e:
+            TritonOptions(precision="int8", **wrong)
+        assert "gate on ONNX Runtime's CPU provider" in str(e.value)
+        assert "--instance-kind cpu" in str(e.value) and "--triton-precision fp32" in str(e.value)
+    with pytest.raises(ValidationError, match="'fp32' or 'int8'"):
+        TritonOptions(instance_kind="cpu", precision="bf16")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="max_batch_size"):
         TritonOptions(max_batch_size=0)
     with pytest.raises(ValidationError, match="extra"):
@@ -358,3 +375,163 @@ def test_repository_check_uses_the_manifest(tmp_path: Path) -> None:
     stale.write_text(stale.read_text().replace("dims: [16]", "dims: [77]"))
     with pytest.raises(ValueError, match="'input_ids' has dims \\[77\\]"):
         _check_repository_config(stale)
+
+
+# Which file Triton loads: model.onnx or the int8 variant (TritonOptions.precision) -------------------------
+INT8 = TritonOptions(instance_kind="cpu", precision="int8")
+INT8_LINE = 'default_model_filename: "model.int8.onnx"'
+
+
+def test_int8_config_names_the_variant_file() -> None:
+    text = encoder_config(IMAGE, [3], INT8)
+    assert text.count(INT8_LINE) == 1 and text.index(INT8_LINE) < text.index("max_batch_size")
+    check_config(text, IMAGE)
+    assert parse_config(text).default_model_filename == "model.int8.onnx"
+    assert served_filename(text) == "model.int8.onnx"
+    fp32 = encoder_config(IMAGE, [3], TritonOptions(instance_kind="cpu"))
+    assert "default_model_filename" not in fp32 and served_filename(fp32) == "model.onnx"
+    assert text.replace(INT8_LINE + "\n", "") == fp32  # nothing else differs
+
+
+def version_with_files(repository: Path, version: int, int8: bool) -> Manifest:
+    """A complete version of bundle ``demo`` (placeholder bytes: promotion never opens the models), with a
+    gated int8 variant when ``int8``."""
+    image = IMAGE.model_copy(update={"file": f"demo_image/{version}/model.onnx"})
+    text = TEXT.model_copy(update={"file": f"demo_text/{version}/model.onnx"})
+    tokenizer = f"demo_text/{version}/tokenizer.json"
+    files = [image.file, text.file, tokenizer]
+    variants = ()
+    if int8:
+        gate = PrecisionGate(
+            data="test", images=64, classes=8, prompts=8, min_cosine_image=0.999, min_cosine_text=0.999,
+            top1_agreement=1.0, accuracy_fp32=1.0, accuracy=1.0, runs_on="test",
+        )  # fmt: skip
+        quantised = [f.replace("model.onnx", "model.int8.onnx") for f in (image.file, text.file)]
+        variants = (
+            Variant(
+                precision="int8", image_file=quantised[0], text_file=quantised[1], method="test", gate=gate
+            ),
+        )
+        files += quantised
+    for relative in files:
+        write_atomic(repository / relative, f"{relative} {version}".encode())
+    manifest = Manifest(
+        name="demo", version=version, embed_dim=128, loss="softmax", logit_scale=100.0,
+        preprocess=PreprocessSpec(size=64), image_encoder=image, text_encoder=text,
+        text=TextSpec(tokenizer=tokenizer, context_length=16), variants=variants,
+        files={relative: sha256_file(repository / relative) for relative in files},
+    )  # fmt: skip
+    write_atomic(manifest_path(repository, "demo", version), manifest.model_dump_json(indent=1))
+    return manifest
+
+
+def _configs(repository: Path) -> dict[str, str]:
+    return {model: (repository / model / "config.pbtxt").read_text() for model in ("demo_image", "demo_text")}
+
+
+@pytest.fixture
+def variant_repository(tmp_path: Path) -> Path:
+    """``demo`` v1 (no variant) and v2 (an int8 variant); v2 served from model.int8.onnx."""
+    repository = tmp_path / "repo"
+    version_with_files(repository, 1, int8=False)
+    version_with_files(repository, 2, int8=True)
+    promote(repository, "demo", 2, INT8)
+    return repository
+
+
+def test_promotion_to_int8_writes_the_variant_into_both_configs(variant_repository: Path) -> None:
+    manifest = load_bundle(variant_repository).manifest
+    assert manifest.version == 2
+    assert _configs(variant_repository) == bundle_configs(manifest, [2], INT8)
+    assert all(INT8_LINE in text for text in _configs(variant_repository).values())
+
+
+def _refused_for_v1(refused: pytest.ExceptionInfo[BundleError]) -> None:
+    message = str(refused.value)
+    assert "demo v1" in message and "model.int8.onnx" in message and "no int8 variant" in message, message
+    assert "lit-train add-variant demo --precision int8" in message
+    assert "lit-train promote demo 1 --triton-precision fp32" in message
+
+
+def test_promotion_with_int8_options_refuses_a_version_without_the_variant(variant_repository: Path) -> None:
+    before = _configs(variant_repository)
+    with pytest.raises(BundleError) as refused:
+        promote(variant_repository, "demo", 1, INT8)
+    _refused_for_v1(refused)
+    assert _configs(variant_repository) == before and active_version(variant_repository, "demo") == 2
+
+
+def test_promotion_keeping_a_config_that_names_the_variant_refuses_a_version_without_it(
+    variant_repository: Path,
+) -> None:
+    """Without options, promotion keeps an operator's config, default_model_filename included: served
+    for v1 (no variant), Triton would fail to load it."""
+    path = variant_repository / "demo_text" / "config.pbtxt"
+    path.write_text(path.read_text() + "# tuned by ops\n")
+    kept = promoted_config(path.read_text(), TEXT.model_copy(update={"file": "demo_text/1/model.onnx"}), [1])
+    assert INT8_LINE in kept and "# tuned by ops" in kept  # what promotion would write: the name kept
+    before = _configs(variant_repository)
+    with pytest.raises(BundleError) as refused:
+        promote(variant_repository, "demo", 1)
+    _refused_for_v1(refused)
+    assert _configs(variant_repository) == before and active_version(variant_repository, "demo") == 2
+
+    promote(variant_repository, "demo", 1, TritonOptions(instance_kind="cpu"))  # the fix it names
+    assert active_version(variant_repository, "demo") == 1
+    assert not any("default_model_filename" in text for text in _configs(variant_repository).values())
+    promote(variant_repository, "demo", 2)  # kept fp32 configs serve v2's model.onnx: fine
+    assert active_version(variant_repository, "demo") == 2
+
+
+def test_writing_missing_configs_refuses_a_variant_the_version_lacks(tmp_path: Path) -> None:
+    plain, with_int8 = version_with_files(tmp_path, 1, int8=False), version_with_files(tmp_path, 2, int8=True)
+    with pytest.raises(BundleError, match="no int8 variant"):
+        write_missing_configs(tmp_path, plain, INT8)
+    assert not list(tmp_path.glob("*/config.pbtxt"))  # neither config written
+    write_missing_configs(tmp_path, with_int8, INT8)
+    assert _configs(tmp_path) == bundle_configs(with_int8, [2], INT8)
+
+
+def test_cli_triton_precision(variant_repository: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app, triton_options
+
+    assert triton_options(precision="int8") == INT8  # CPU instances unless told otherwise
+    assert triton_options(precision="fp32") == TritonOptions()
+    assert triton_options("cpu", None, "int8") == INT8
+    runner = CliRunner()
+    base = ["promote", "demo", "-r", str(variant_repository)]
+    result = runner.invoke(app, [*base, "1", "--triton-precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert _configs(variant_repository) == bundle_configs(
+        load_bundle(variant_repository).manifest, [1], TritonOptions()
+    )
+    result = runner.invoke(app, [*base, "2", "--triton-precision", "int8"])
+    assert result.exit_code == 0, result.output
+    assert _configs(variant_repository) == bundle_configs(load_bundle(variant_repository).manifest, [2], INT8)
+
+    for extra, message in (
+        (["1"], "no int8 variant"),  # the kept config names model.int8.onnx
+        (["1", "--triton-precision", "int8"], "no int8 variant"),
+        (["2", "--triton-precision", "int8", "--instance-kind", "gpu"], "needs instance_kind='cpu'"),
+        (["2", "--triton-precision", "int8", "--tensorrt"], "needs instance_kind='cpu'"),
+        (["2", "--triton-precision", "fp16"], "precision: Input should be 'fp32' or 'int8'"),
+    ):
+        refused = runner.invoke(app, [*base, *extra])
+        output = " ".join(refused.output.split())  # rich wraps long lines
+        assert refused.exit_code == 2 and message in output, output
+    assert active_version(variant_repository, "demo") == 2
+
+    retrain = [
+        "retrain",
+        "-r",
+        str(variant_repository),
+        "--out",
+        str(tmp_path / "out"),
+        "--triton-precision",
+        "int8",
+    ]
+    refused = runner.invoke(app, retrain)  # refused before training: retraining makes no variant
+    assert refused.exit_code == 2 and "--triton-precision fp32" in refused.output, refused.output
+    assert not (tmp_path / "out").exists()

@@ -153,6 +153,34 @@ def test_an_imported_model_needs_labelled_images_for_its_gate(tmp_path: Path) ->
         add_variants(repository, ["int8"], "lit_demo", eval_set=tmp_path / "eval", calibration=empty)
 
 
+def test_an_imported_model_gets_a_variant_from_the_folders_it_is_given(tmp_path: Path) -> None:
+    """No training config: calibration images and the labelled gate set come from the user's folders."""
+    from training.add_variants import add_variants
+    from training.data.synthetic import SyntheticWorld
+
+    repository = tmp_path / "repo"
+    shutil.copytree(REPOSITORY, repository)
+    path = repository / "lit_demo_image" / "1" / "manifest.json"
+    raw = json.loads(path.read_text())
+    del raw["provenance"]["config"]
+    path.write_text(json.dumps(raw))
+    world = SyntheticWorld(image_size=64, seed=5)
+    for index in range(256):
+        image, _, label = world.sample("eval", index)
+        folder = tmp_path / "eval" / world.class_names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save(folder / f"{index}.png")
+    (tmp_path / "calibration").mkdir()
+    for index in range(16):
+        world.sample("pretrain", index)[0].save(tmp_path / "calibration" / f"{index}.png")
+    manifest = add_variants(
+        repository, ["int8"], "lit_demo", eval_set=tmp_path / "eval", calibration=tmp_path / "calibration"
+    )
+    found = variant(manifest, "int8")
+    assert found is not None and found.gate.images == 256 and not gate_failures(found.gate)
+    assert str(tmp_path / "eval") in found.gate.data and "--calibration-images" in found.method
+
+
 def test_the_cli_adds_a_variant_and_refuses_what_it_cannot_make(tmp_path: Path) -> None:
     repository = tmp_path / "repo"
     shutil.copytree(REPOSITORY, repository)

@@ -1,10 +1,12 @@
 """A real Triton Inference Server for tests: the ``tritonserver`` binary shipped in ``nvidia-pytriton``.
 
 That build has only the Python backend, so :func:`python_backend_repository` mirrors a model repository
-with the same model names, versions, version policy, tensors and dynamic batching, and serves each
-``model.onnx`` through ``triton_python_model/model.py``. The server binds 127.0.0.1 on free ports, is
-polled until ready, and is stopped by PID (SIGTERM, then SIGKILL); a SIGTERM sent to the test process
-stops it too, so no server outlives its test run.
+with the same configs (backend ``onnxruntime``, model names, versions, version policy, tensors, dynamic
+batching, ``default_model_filename``), and a Python-based backend named ``onnxruntime``
+(``triton_python_model/model.py``) serves the file each config names, ``model.onnx`` unless it names a
+variant such as ``model.int8.onnx``; Triton's model config API reports the configs as real Triton would.
+The server binds 127.0.0.1 on free ports, is polled until ready, and is stopped by PID (SIGTERM, then
+SIGKILL); a SIGTERM sent to the test process stops it too, so no server outlives its test run.
 """
 
 from __future__ import annotations
@@ -55,27 +57,31 @@ def pytriton_root() -> Path:
 
 
 def python_backend_repository(source: Path, destination: Path) -> Path:
-    """Mirror ``source`` (onnxruntime configs) as Python-backend models in ``destination``."""
+    """Mirror ``source`` (onnxruntime configs) in ``destination`` for the Python-based ``onnxruntime``
+    backend: each version's ``model.onnx`` there is the file its config names (``default_model_filename``,
+    default ``model.onnx``), so the stand-in runs what Triton's ONNX Runtime backend would."""
     from tritonclient.grpc import model_config_pb2
 
     for model_dir in sorted(p for p in source.iterdir() if (p / "config.pbtxt").is_file()):
         config = parse_config((model_dir / "config.pbtxt").read_text())
-        config.backend = "python"
-        config.ClearField("optimization")  # TensorRT settings mean nothing to the Python backend
+        config.ClearField("optimization")  # TensorRT settings mean nothing to the stand-in
         for group in config.instance_group:
             group.kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
         target = destination / model_dir.name
         target.mkdir(parents=True, exist_ok=True)
         (target / "config.pbtxt").write_text(text_format.MessageToString(config))
-        for version in (p for p in model_dir.iterdir() if p.name.isdigit() and (p / "model.onnx").is_file()):
+        served = config.default_model_filename or "model.onnx"
+        for version in (p for p in model_dir.iterdir() if p.name.isdigit() and (p / served).is_file()):
             (target / version.name).mkdir(exist_ok=True)
-            shutil.copy(version / "model.onnx", target / version.name / "model.onnx")
-            shutil.copy(MODEL_PY, target / version.name / "model.py")
+            shutil.copy(version / served, target / version.name / "model.onnx")
     return destination
 
 
 def _backend_directory(workdir: Path) -> Path:
-    """Triton's backend folder with the Python backend stub built for this interpreter's version."""
+    """Triton's backend folder: the Python backend with its stub built for this interpreter's version, and
+    ``onnxruntime``, a Python-based backend (a ``model.py`` the Python backend runs) standing in for Triton's
+    ONNX Runtime backend. The files are copies: Triton refuses a Python-based backend whose Python backend
+    library is a link to a file outside the folder."""
     dist = pytriton_root() / "tritonserver"
     backends = workdir / "backends"
     python = backends / "python"
@@ -83,10 +89,12 @@ def _backend_directory(workdir: Path) -> Path:
         python.mkdir(parents=True)
         for item in (dist / "backends" / "python").iterdir():
             if item.is_file():
-                (python / item.name).symlink_to(item)
+                shutil.copy2(item, python / item.name)
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
-        (python / stub.name).symlink_to(stub)
+        shutil.copy2(stub, python / stub.name)
+        (backends / "onnxruntime").mkdir()
+        shutil.copy(MODEL_PY, backends / "onnxruntime" / "model.py")
     return backends
 
 

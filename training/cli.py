@@ -26,6 +26,7 @@ from training.cli_common import (
     Repository,
     RetrievalSet,
     TensorRT,
+    TritonPrecision,
     app,
     console,
     fail,
@@ -251,6 +252,7 @@ def retrain_cmd(
     ] = False,
     instance_kind: InstanceKind = None,
     tensorrt: TensorRT = None,
+    triton_precision: TritonPrecision = None,
     quiet: Quiet = False,
 ) -> None:
     """Train, evaluate, gate, export and promote: the CI retraining chain (exit 1: gate failed).
@@ -262,7 +264,13 @@ def retrain_cmd(
     from training.export import ExportError
     from training.retrain import GateData, RetrainOptions, retrain
 
-    triton = triton_options(instance_kind, tensorrt)
+    triton = triton_options(instance_kind, tensorrt, triton_precision)
+    if triton is not None and triton.precision != "fp32":
+        raise fail(
+            f"--triton-precision {triton.precision}: retraining publishes a version without lower-precision "
+            f"variants; retrain with --triton-precision fp32, then `lit-train add-variant {name} --precision "
+            f"{triton.precision}` and promote its version with --triton-precision {triton.precision}"
+        )
     try:
         gate = GateData(eval_set=eval_set, classes=classes, retrieval_set=retrieval_set, metric=gate_metric)
         options = RetrainOptions(

@@ -19,6 +19,7 @@ from training.cli_common import (
     Repository,
     RetrievalSet,
     TensorRT,
+    TritonPrecision,
     app,
     console,
     fail,
@@ -164,13 +165,14 @@ def promote_cmd(
     repository: Repository = Path("model_repository"),
     instance_kind: InstanceKind = None,
     tensorrt: TensorRT = None,
+    triton_precision: TritonPrecision = None,
 ) -> None:
     """Make a verified version the active one for Triton and the gateway (keeping the configs' settings)."""
 
     from lit_bundle.manifest import BundleError
     from lit_bundle.repository import promote
 
-    options = triton_options(instance_kind, tensorrt)
+    options = triton_options(instance_kind, tensorrt, triton_precision)
     try:
         promote(repository, name, version, options)
     except BundleError as exc:

@@ -56,8 +56,8 @@ RetrievalSet = Annotated[
 
 Repository = Annotated[Path, typer.Option("--repository", "-r", help="Triton model repository folder")]
 _REGENERATE = (
-    "Giving this or --tensorrt regenerates both config.pbtxt from default settings plus these; "
-    "without either, promotion keeps the existing configs' settings and changes only the served version."
+    "Giving this, --tensorrt or --triton-precision regenerates both config.pbtxt from default settings plus "
+    "these; without any, promotion keeps the existing configs' settings and changes only the served version."
 )
 InstanceKind = Annotated[
     str | None,
@@ -71,19 +71,36 @@ TensorRT = Annotated[
     ),
 ]
 
+TritonPrecision = Annotated[
+    str | None,
+    typer.Option(
+        "--triton-precision",
+        help="which file Triton's ONNX Runtime backend loads: fp32 (model.onnx) or int8 (the version's gated "
+        "int8 variant, model.int8.onnx; CPU instances, the default with it). Regenerates both config.pbtxt.",
+    ),
+]
 
-def triton_options(instance_kind: str | None = None, tensorrt: bool | None = None) -> TritonOptions | None:
-    """Options to regenerate the Triton configs from, or None (neither given: keep the configs' settings)."""
+
+def triton_options(
+    instance_kind: str | None = None, tensorrt: bool | None = None, precision: str | None = None
+) -> TritonOptions | None:
+    """Options to regenerate the Triton configs from, or None (none given: keep the configs' settings).
+    ``precision`` int8 puts the encoders on CPU instances unless ``instance_kind`` says otherwise."""
     from pydantic import ValidationError
 
     from lit_bundle.triton import TritonOptions
 
-    if instance_kind is None and tensorrt is None:
+    if instance_kind is None and tensorrt is None and precision is None:
         return None
+    kind = instance_kind or ("cpu" if precision == "int8" else "gpu")
     try:
-        return TritonOptions(instance_kind=instance_kind or "gpu", tensorrt=bool(tensorrt))
+        return TritonOptions.model_validate(
+            {"instance_kind": kind, "tensorrt": bool(tensorrt), "precision": precision or "fp32"}
+        )
     except ValidationError as exc:
-        raise fail(f"bad Triton options: {exc.errors()[0]['msg']}") from None
+        error = exc.errors()[0]
+        where = ".".join(map(str, error["loc"]))
+        raise fail(f"bad Triton options: {where + ': ' if where else ''}{error['msg']}") from None
 
 
 Fp16 = Annotated[bool, typer.Option(help="also convert to float16 (for GPUs; looser check tolerance)")]
