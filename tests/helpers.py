@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.config import TrainConfig, load_config
+from training.config import ImageTowerConfig, TrainConfig, load_config
 
 TINY_IMAGE = {"kind": "builtin", "image_size": 32, "width": 8}
 
@@ -32,3 +32,18 @@ def tiny_config(tmp_path: Path, weights: Path, *overrides: str) -> TrainConfig:
         "data.synthetic.eval_size=64",
     ]
     return load_config(TrainConfig, None, [*base, *overrides])
+
+
+def tiny_checkpoint(root: Path, steps: int = 3) -> Path:
+    """A tiny LiT checkpoint trained ``steps`` steps under ``root`` on a random tower (seeded)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from training.towers import build_image_tower
+    from training.train import train
+
+    torch.manual_seed(0)  # deterministic tests
+    tower = build_image_tower(ImageTowerConfig(**TINY_IMAGE), pretrained=False)
+    weights = root / "tower.safetensors"
+    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(weights))
+    return train(tiny_config(root, weights, f"steps={steps}"), progress=False).checkpoint

@@ -24,7 +24,7 @@ from lit_bundle.manifest import BundleError, manifest_path, read_manifest
 from lit_bundle.preprocess import resize_and_crop
 from lit_bundle.repository import active_version, load_bundle, promote, prune, versions
 from lit_bundle.signature import check_signature
-from tests.helpers import TINY_IMAGE, tiny_config
+from tests.helpers import TINY_IMAGE, tiny_checkpoint, tiny_config
 from training import export as export_module
 from training import onnx_graphs
 from training.cli import app
@@ -40,12 +40,7 @@ from training.train import train
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)  # deterministic tests
-    tower = build_image_tower(ImageTowerConfig(**TINY_IMAGE), pretrained=False)
-    weights = root / "tower.safetensors"
-    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(weights))
-    return train(tiny_config(root, weights, "steps=3"), progress=False).checkpoint
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), steps=3)
 
 
 @pytest.fixture

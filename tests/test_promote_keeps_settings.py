@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from lit_bundle.atomic import write_atomic
@@ -33,7 +31,7 @@ from lit_bundle.triton import (
     promoted_config,
     write_config,
 )
-from tests.helpers import TINY_IMAGE, tiny_config
+from tests.helpers import tiny_checkpoint
 from tests.test_triton_config import IMAGE, TEXT
 from training.cli import app, triton_options
 
@@ -420,16 +418,7 @@ def test_cli_builds_options_only_when_one_is_given(monkeypatch: pytest.MonkeyPat
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.config import ImageTowerConfig
-    from training.towers import build_image_tower
-    from training.train import train
-
-    root = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    tower = build_image_tower(ImageTowerConfig(**TINY_IMAGE), pretrained=False)
-    weights = root / "tower.safetensors"
-    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(weights))
-    return train(tiny_config(root, weights, "steps=2"), progress=False).checkpoint
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), steps=2)
 
 
 def test_export_promotes_keeping_settings(tmp_path: Path, checkpoint: Path) -> None:

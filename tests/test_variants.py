@@ -11,9 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from PIL import Image
-from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from harness.gateway import REPOSITORY
@@ -22,14 +20,11 @@ from lit_bundle import gate as gate_module
 from lit_bundle.gate import gate_failures
 from lit_bundle.manifest import PrecisionGate, read_manifest, variant
 from lit_bundle.repository import active_version, load_bundle, versions
-from tests.helpers import TINY_IMAGE, tiny_config
+from tests.helpers import tiny_checkpoint
 from training.cli import app
-from training.config import ImageTowerConfig
 from training.export import export_bundle, image_batch
 from training.export_checkpoint import request_from_checkpoint
 from training.precision_gate import EncoderFiles, GateSet, measure_gate
-from training.towers import build_image_tower
-from training.train import train
 from training.variants import VariantError
 
 
@@ -41,12 +36,7 @@ def demo_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    tower = build_image_tower(ImageTowerConfig(**TINY_IMAGE), pretrained=False)
-    weights = root / "tower.safetensors"
-    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(weights))
-    return train(tiny_config(root, weights, "steps=3"), progress=False).checkpoint
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), steps=3)
 
 
 def _quantised_nodes(path: Path) -> int:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lit_bundle import atomic
-from lit_bundle.layout import MANIFEST_FILE, encoder_root, relative_file, triton_model, variant_file
-from lit_bundle.manifest import Manifest, Variant, VariantPrecision
+from lit_bundle.layout import MANIFEST_FILE, encoder_root, triton_model
+from lit_bundle.manifest import Manifest, VariantPrecision
 from lit_bundle.repository import active_version, load_bundle, promote, write_missing_configs
 from training.config import TrainConfig
 from training.data.labelled import LabelledSet
@@ -111,16 +111,7 @@ def add_variants(
             moved = _moved(m, new_version)
             built = {v.precision for v in outcome.built}
             kept = [v for v in moved.variants if v.precision not in built]
-            added = [
-                Variant(
-                    precision=v.precision,
-                    image_file=relative_file(m.name, "image", new_version, variant_file(v.precision)),
-                    text_file=relative_file(m.name, "text", new_version, variant_file(v.precision)),
-                    method=v.method,
-                    gate=v.gate,
-                )
-                for v in outcome.built
-            ]
+            added = [v.entry(m.name, new_version) for v in outcome.built]
             provenance = {**m.provenance, **outcome.rejected, "variants_added_to": f"v{m.version}"}
             return moved.model_copy(update={"variants": (*kept, *added), "provenance": provenance})
 

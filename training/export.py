@@ -33,7 +33,6 @@ from lit_bundle.layout import (
     encoder_root,
     relative_file,
     triton_model,
-    variant_file,
 )
 from lit_bundle.manifest import (
     EncoderSpec,
@@ -41,7 +40,6 @@ from lit_bundle.manifest import (
     Manifest,
     TensorSpec,
     TextSpec,
-    Variant,
 )
 from lit_bundle.preprocess import resize_and_crop
 from lit_bundle.repository import active_version, promote, write_missing_configs
@@ -448,16 +446,7 @@ def _publish(
                 **request.provenance,
                 **variants.rejected,
             },
-            variants=tuple(
-                Variant(
-                    precision=v.precision,
-                    image_file=relative_file(request.name, "image", version, variant_file(v.precision)),
-                    text_file=relative_file(request.name, "text", version, variant_file(v.precision)),
-                    method=v.method,
-                    gate=v.gate,
-                )
-                for v in variants.built
-            ),
+            variants=tuple(v.entry(request.name, version) for v in variants.built),
         )
 
     return publish_version(repository, request.name, manifest_for, staged_image, staged_text)

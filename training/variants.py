@@ -17,8 +17,8 @@ from PIL import Image
 from tokenizers import Tokenizer
 
 from lit_bundle.gate import gate_failures, gate_summary
-from lit_bundle.layout import MODEL_FILE, variant_file
-from lit_bundle.manifest import PrecisionGate, VariantPrecision
+from lit_bundle.layout import MODEL_FILE, relative_file, variant_file
+from lit_bundle.manifest import PrecisionGate, Variant, VariantPrecision
 from lit_bundle.preprocess import PreprocessSpec
 from training.precision_gate import EncoderFiles, GateSet, measure_gate
 from training.quantize import METHOD, quantize_int8
@@ -49,6 +49,16 @@ class BuiltVariant:
     precision: VariantPrecision
     method: str
     gate: PrecisionGate
+
+    def entry(self, name: str, version: int) -> Variant:
+        """The manifest entry of this variant once published as ``name`` v``version``."""
+        return Variant(
+            precision=self.precision,
+            image_file=relative_file(name, "image", version, variant_file(self.precision)),
+            text_file=relative_file(name, "text", version, variant_file(self.precision)),
+            method=self.method,
+            gate=self.gate,
+        )
 
 
 @dataclass(frozen=True)
