@@ -114,7 +114,7 @@ def build_variants(
                 built.append(BuiltVariant(precision, method, gate))
                 break
             key = f"variant_{precision}_rejected_{'attention_fp32' if keep_attention else 'full'}"
-            rejected[key] = "; ".join(failures)
+            rejected[key] = f"{gate_summary(gate)}: missed: {'; '.join(failures)}"
         else:
             files.image.unlink()
             files.text.unlink()
