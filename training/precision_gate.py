@@ -47,9 +47,10 @@ class _Sessions:
     """Both encoders of one precision on ONNX Runtime's CPU provider, as the gateway runs them."""
 
     def __init__(self, files: EncoderFiles, preprocess: PreprocessSpec, tokenizer: Tokenizer) -> None:
-        providers = ["CPUExecutionProvider"]
-        self.image = ort.InferenceSession(str(files.image), providers=providers)
-        self.text = ort.InferenceSession(str(files.text), providers=providers)
+        providers, options = ["CPUExecutionProvider"], ort.SessionOptions()
+        options.log_severity_level = 3  # quantised graphs make ONNX Runtime warn about unused initializers
+        self.image = ort.InferenceSession(str(files.image), options, providers=providers)
+        self.text = ort.InferenceSession(str(files.text), options, providers=providers)
         self.preprocess, self.tokenizer = preprocess, tokenizer
 
     def images(self, pixels: np.ndarray) -> np.ndarray:
