@@ -43,25 +43,47 @@ class EncoderFiles:
     text: Path
 
 
-class _Sessions:
+@dataclass(frozen=True)
+class GateInputs:
+    """The gate set as the encoders take it, prepared once for every precision compared on it."""
+
+    data: GateSet
+    pixels: np.ndarray
+    prompts: list[str]
+
+    @classmethod
+    def of(cls, data: GateSet, preprocess: PreprocessSpec) -> GateInputs:
+        from training.export import image_batch
+
+        return cls(
+            data, image_batch(data.images, preprocess), expand_prompts(data.class_names, data.templates)
+        )
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    images: np.ndarray
+    prompts: np.ndarray
+
+
+def embed(files: EncoderFiles, inputs: GateInputs, tokenizer: Tokenizer) -> Embeddings:
     """Both encoders of one precision on ONNX Runtime's CPU provider, as the gateway runs them."""
+    from training.export import token_batch
 
-    def __init__(self, files: EncoderFiles, preprocess: PreprocessSpec, tokenizer: Tokenizer) -> None:
-        providers, options = ["CPUExecutionProvider"], ort.SessionOptions()
-        options.log_severity_level = 3  # quantised graphs make ONNX Runtime warn about unused initializers
-        self.image = ort.InferenceSession(str(files.image), options, providers=providers)
-        self.text = ort.InferenceSession(str(files.text), options, providers=providers)
-        self.preprocess, self.tokenizer = preprocess, tokenizer
-
-    def images(self, pixels: np.ndarray) -> np.ndarray:
-        chunks = [pixels[i : i + IMAGE_CHUNK] for i in range(0, len(pixels), IMAGE_CHUNK)]
-        return np.concatenate([self.image.run(None, {"pixels": chunk})[0] for chunk in chunks])
-
-    def texts(self, texts: list[str]) -> np.ndarray:
-        from training.export import token_batch
-
-        chunks = [texts[i : i + TEXT_CHUNK] for i in range(0, len(texts), TEXT_CHUNK)]
-        return np.concatenate([self.text.run(None, token_batch(self.tokenizer, c))[0] for c in chunks])
+    providers, options = ["CPUExecutionProvider"], ort.SessionOptions()
+    options.log_severity_level = 3  # quantised graphs make ONNX Runtime warn about unused initializers
+    image = ort.InferenceSession(str(files.image), options, providers=providers)
+    text = ort.InferenceSession(str(files.text), options, providers=providers)
+    pixels, prompts = inputs.pixels, inputs.prompts
+    images = [
+        image.run(None, {"pixels": pixels[i : i + IMAGE_CHUNK]})[0]
+        for i in range(0, len(pixels), IMAGE_CHUNK)
+    ]
+    texts = [
+        text.run(None, token_batch(tokenizer, prompts[i : i + TEXT_CHUNK]))[0]
+        for i in range(0, len(prompts), TEXT_CHUNK)
+    ]
+    return Embeddings(np.concatenate(images), np.concatenate(texts))
 
 
 def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -69,6 +91,26 @@ def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
     cosines: np.ndarray = (a * b).sum(axis=1) / norms
     return cosines
+
+
+def compare(reference: Embeddings, candidate: Embeddings, data: GateSet) -> PrecisionGate:
+    """The gate's figures of ``candidate``'s embeddings against fp32's (see :func:`gate_failures`)."""
+    classes, templates = len(data.class_names), len(data.templates)
+    predicted_ref = (reference.images @ ensemble(reference.prompts, classes, templates).T).argmax(axis=1)
+    predicted_var = (candidate.images @ ensemble(candidate.prompts, classes, templates).T).argmax(axis=1)
+    labels = np.asarray(data.labels)
+    return PrecisionGate(
+        data=data.source,
+        images=len(labels),
+        classes=classes,
+        prompts=len(reference.prompts),
+        min_cosine_image=float(_row_cosines(reference.images, candidate.images).min()),
+        min_cosine_text=float(_row_cosines(reference.prompts, candidate.prompts).min()),
+        top1_agreement=float((predicted_ref == predicted_var).mean()),
+        accuracy_fp32=float((predicted_ref == labels).mean()),
+        accuracy=float((predicted_var == labels).mean()),
+        runs_on=f"onnxruntime {ort.__version__} CPUExecutionProvider",
+    )
 
 
 def measure_gate(
@@ -79,27 +121,5 @@ def measure_gate(
     tokenizer: Tokenizer,
 ) -> PrecisionGate:
     """Run both precisions on ``data`` and return the gate's figures (see :func:`gate_failures`)."""
-    from training.export import image_batch
-
-    pixels = image_batch(data.images, preprocess)
-    prompts = expand_prompts(data.class_names, data.templates)
-    reference = _Sessions(fp32, preprocess, tokenizer)
-    candidate = _Sessions(variant, preprocess, tokenizer)
-    image_ref, image_var = reference.images(pixels), candidate.images(pixels)
-    text_ref, text_var = reference.texts(prompts), candidate.texts(prompts)
-    classes, templates = len(data.class_names), len(data.templates)
-    predicted_ref = (image_ref @ ensemble(text_ref, classes, templates).T).argmax(axis=1)
-    predicted_var = (image_var @ ensemble(text_var, classes, templates).T).argmax(axis=1)
-    labels = np.asarray(data.labels)
-    return PrecisionGate(
-        data=data.source,
-        images=len(labels),
-        classes=classes,
-        prompts=len(prompts),
-        min_cosine_image=float(_row_cosines(image_ref, image_var).min()),
-        min_cosine_text=float(_row_cosines(text_ref, text_var).min()),
-        top1_agreement=float((predicted_ref == predicted_var).mean()),
-        accuracy_fp32=float((predicted_ref == labels).mean()),
-        accuracy=float((predicted_var == labels).mean()),
-        runs_on=f"onnxruntime {ort.__version__} CPUExecutionProvider",
-    )
+    inputs = GateInputs.of(data, preprocess)
+    return compare(embed(fp32, inputs, tokenizer), embed(variant, inputs, tokenizer), data)

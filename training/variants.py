@@ -20,7 +20,7 @@ from lit_bundle.gate import gate_failures, gate_summary
 from lit_bundle.layout import MODEL_FILE, relative_file, variant_file
 from lit_bundle.manifest import PrecisionGate, Variant, VariantPrecision
 from lit_bundle.preprocess import PreprocessSpec
-from training.precision_gate import EncoderFiles, GateSet, measure_gate
+from training.precision_gate import EncoderFiles, GateInputs, GateSet, compare, embed
 from training.quantize import METHOD, quantize_int8
 
 CALIBRATION_IMAGE_BATCH = 8
@@ -95,6 +95,8 @@ def build_variants(
     if not request.calibration_images or not request.calibration_texts:
         raise VariantError("int8 calibration needs images and texts: give --calibration-images DIR")
     fp32 = EncoderFiles(staged_image / MODEL_FILE, staged_text / MODEL_FILE)
+    inputs = GateInputs.of(request.gate, preprocess)
+    reference = embed(fp32, inputs, tokenizer)  # once, for every attempt
     built: list[BuiltVariant] = []
     rejected: dict[str, str] = {}
     log: list[str] = []
@@ -106,7 +108,7 @@ def build_variants(
             attempt = "attention MatMuls in fp32" if keep_attention else "every MatMul in int8"
             quantize_int8(fp32.image, files.image, _image_feeds(request, preprocess), keep_attention)
             quantize_int8(fp32.text, files.text, _text_feeds(request, tokenizer), keep_attention)
-            gate = measure_gate(fp32, files, request.gate, preprocess, tokenizer)
+            gate = compare(reference, embed(files, inputs, tokenizer), request.gate)
             failures = gate_failures(gate)
             log.append(f"{precision} ({attempt}): {gate_summary(gate)}: {'; '.join(failures) or 'passed'}")
             if not failures:
