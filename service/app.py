@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import ApiError
 from service.gateway import Gateway
-from service.guards import BodyLimit, error_response
+from service.guards import BodyLimit, error_response, route_path
 from service.hf_compat import build_hf_router
 from service.metrics import Metrics
 from service.observe import Observe
@@ -50,13 +50,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc, getattr(request.state, "request_id", None))
+        return error_response(exc, getattr(request.state, "request_id", None), path=route_path(request.scope))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return error_response(ApiError("invalid_body", f"{where}: {first['msg']} (see /docs)"))
+        error = ApiError("invalid_body", f"{where}: {first['msg']} (see /docs)")
+        return error_response(error, path=route_path(request.scope))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -69,7 +70,8 @@ def create_app(settings: Settings) -> FastAPI:
         elif exc.status_code == 405:  # Allow must list every method of the path; Starlette names one route's
             headers = {"Allow": allowed_methods(request)}
             message = f"{request.method} is not allowed on {request.url.path}; use {headers['Allow']}"
-        return error_response(ApiError(code, message, status=exc.status_code), None, headers)
+        error = ApiError(code, message, status=exc.status_code)
+        return error_response(error, None, headers, route_path(request.scope))
 
     @app.get("/healthz", summary="Liveness: 200 while the process runs")
     async def healthz() -> dict[str, str]:

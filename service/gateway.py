@@ -14,22 +14,48 @@ encoder) -> scorer -> the answer. Nothing calls back into the facade.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
 
 from service.device_handoff import to_host
 from service.errors import ApiError
 from service.image_pipeline import ImagePipeline
 from service.label_store import LabelSet
 from service.label_stores import open_label_store
-from service.labels import Labels
+from service.labels import Candidates, Labels
 from service.metrics import Metrics
 from service.model_host import ModelHost
 from service.models import ModelHosts
-from service.schemas import ClassifyResponse, EmbedResponse, ImageResult, ModelInfo, Prediction
+from service.schemas import ClassifyResponse, EmbedResponse, ImageResult, ModelInfo, ModelRef, Prediction
 from service.scoring import Scorer
 from service.served_model import ServedModel
 from service.settings import Settings
+
+T = TypeVar("T")
+# A raw text is embedded as the prompt of this template, so it shares the label cache and its LRU bound.
+RAW_TEXT = ("{}",)
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Texts and images embedded by one model version (host float32 ``(N, D)`` arrays, L2-normalised)."""
+
+    model: ModelRef
+    texts: np.ndarray
+    images: np.ndarray
+    text_tokens: int
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Every image's probability for every candidate label, in the labels' order: ``(N, L)``."""
+
+    model: ModelRef
+    labels: list[str]
+    probabilities: np.ndarray
 
 
 class Gateway:
@@ -70,19 +96,30 @@ class Gateway:
         return await self.models.host(model).info()
 
     async def embed_images(self, images: Sequence[bytes], model: str | None = None) -> EmbedResponse:
-        async with self.models.serving(model) as served:
-            return _embed_response(served, await self.pipeline.embed(served, images))
+        if not images:
+            raise ApiError("no_images", "send at least one image")
+        return _embed_response(await self.embeddings([], images, model), "images")
 
     async def embed_texts(self, texts: Sequence[str], model: str | None = None) -> EmbedResponse:
         if not texts:
             raise ApiError("no_texts", "send at least one text")
+        return _embed_response(await self.embeddings(texts, [], model), "texts")
+
+    async def embeddings(
+        self, texts: Sequence[str], images: Sequence[bytes], model: str | None = None
+    ) -> Embeddings:
+        """Texts (through the text-embedding cache) and images (through the batcher), concurrently and by one
+        version of the model, with the texts' token count."""
         if len(texts) > self.settings.max_texts:
             raise ApiError("too_many_texts", f"{len(texts)} texts; the limit is {self.settings.max_texts}")
         async with self.models.serving(model) as served:
-            name = served.manifest.name
-            embeddings = await self.metrics.encoder_call(name, "text", served.runtime.encode_texts(texts))
-            self.metrics.batch_size.labels(name, "text").observe(len(texts))
-            return _embed_response(served, embeddings)
+            dim = served.manifest.embed_dim
+            text_emb, image_emb, tokens = await asyncio.gather(
+                self.labels.matrix(served, texts, RAW_TEXT) if texts else _empty(dim),
+                self.pipeline.embed(served, images) if images else _empty(dim),
+                served.runtime.count_tokens(texts),
+            )
+            return Embeddings(served.ref(), text_emb, to_host(image_emb), tokens)
 
     async def classify(
         self,
@@ -95,21 +132,12 @@ class Gateway:
     ) -> ClassifyResponse:
         async with self.models.serving(model) as served:
             candidates = await self.labels.resolve(served, labels, label_set, templates)
-            names, chosen, key = candidates.labels, candidates.templates, candidates.key
-            matrix: Any = None
-            if key is not None and self.scorer.holds(key):  # the set's matrix is already on the device
-                image_emb = await self.pipeline.embed(served, images)
-            else:
-                image_emb, matrix = await asyncio.gather(
-                    self.pipeline.embed(served, images), self.labels.matrix(served, names, chosen)
-                )
+            names = candidates.labels
             m = served.manifest
-            args = (m.logit_scale, m.logit_bias, m.loss, min(top_k or len(names), len(names)), key)
-            try:
-                best, scores = self.scorer.top_k(image_emb, matrix, *args)
-            except KeyError:  # evicted from the device between the check and the use: build it again
-                matrix = await self.labels.matrix(served, names, chosen)
-                best, scores = self.scorer.top_k(image_emb, matrix, *args)
+            args = (m.logit_scale, m.logit_bias, m.loss, min(top_k or len(names), len(names)), candidates.key)
+            best, scores = await self._scored(
+                served, images, candidates, lambda emb, matrix: self.scorer.top_k(emb, matrix, *args)
+            )
             results = [
                 ImageResult(
                     predictions=[
@@ -120,6 +148,47 @@ class Gateway:
             ]
             return ClassifyResponse(model=served.ref(), results=results)
 
+    async def scores(
+        self,
+        images: Sequence[bytes],
+        labels: Sequence[str] | None,
+        label_set: str | None,
+        templates: Sequence[str] | None,
+        model: str | None = None,
+    ) -> Scores:
+        """What :meth:`classify` ranks, unranked: every label's probability, in the labels' order."""
+        async with self.models.serving(model) as served:
+            candidates = await self.labels.resolve(served, labels, label_set, templates)
+            m = served.manifest
+            args = (m.logit_scale, m.logit_bias, m.loss, candidates.key)
+            probabilities = await self._scored(
+                served, images, candidates, lambda emb, matrix: self.scorer.probabilities(emb, matrix, *args)
+            )
+            return Scores(served.ref(), candidates.labels, probabilities)
+
+    async def _scored(
+        self,
+        served: ServedModel,
+        images: Sequence[bytes],
+        candidates: Candidates,
+        score: Callable[[Any, np.ndarray | None], T],
+    ) -> T:
+        """``score(image embeddings, label matrix)``, the matrix None when the scorer holds the set's own.
+
+        The images and the missing label embeddings are encoded concurrently."""
+        names, chosen, key = candidates.labels, candidates.templates, candidates.key
+        matrix: np.ndarray | None = None
+        if key is not None and self.scorer.holds(key):  # the set's matrix is already on the device
+            image_emb = await self.pipeline.embed(served, images)
+        else:
+            image_emb, matrix = await asyncio.gather(
+                self.pipeline.embed(served, images), self.labels.matrix(served, names, chosen)
+            )
+        try:
+            return score(image_emb, matrix)
+        except KeyError:  # evicted from the device between the check and the use: build it again
+            return score(image_emb, await self.labels.matrix(served, names, chosen))
+
     async def put_label_set(
         self, name: str, labels: list[str], templates: list[str] | None, model: str | None = None
     ) -> LabelSet:
@@ -128,6 +197,10 @@ class Gateway:
             return await self.labels.put(name, labels, templates, served)
 
 
-def _embed_response(served: ServedModel, embeddings: Any) -> EmbedResponse:
-    host = to_host(embeddings)
-    return EmbedResponse(model=served.ref(), dim=int(host.shape[1]), embeddings=host.tolist())
+def _embed_response(embedded: Embeddings, which: str) -> EmbedResponse:
+    vectors: np.ndarray = getattr(embedded, which)
+    return EmbedResponse(model=embedded.model, dim=int(vectors.shape[1]), embeddings=vectors.tolist())
+
+
+async def _empty(dim: int) -> np.ndarray:
+    return np.zeros((0, dim), np.float32)

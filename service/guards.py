@@ -11,18 +11,23 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.error_shapes import KSERVE_PREFIX, error_body
 from service.errors import ApiError
 
 
 def error_response(
-    error: ApiError, request_id: str | None = None, extra_headers: Mapping[str, str] | None = None
+    error: ApiError,
+    request_id: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    path: str = "",
 ) -> JSONResponse:
+    """The error as JSON in the shape the API family of ``path`` (see :func:`route_path`) uses."""
     headers = {**(extra_headers or {}), **({"X-Request-ID": request_id} if request_id else {})}
     if error.status == 429:
         headers["Retry-After"] = "1"
     if error.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="lit"'  # RFC 9110: a 401 names its scheme
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    return JSONResponse(error_body(error, path), status_code=error.status, headers=headers)
 
 
 BODY_HINT = "send fewer or smaller images (multipart avoids base64's third more)"
@@ -53,7 +58,8 @@ class BodyLimit:
 
 
 def require_api_key(request: Request) -> None:
-    """Checked by the middleware for /v1 paths, before any body is read or parsed.
+    """Checked by the middleware for /v1 and /v2 paths (not /v2's health probes), before any body is read or
+    parsed.
 
     The key is compared with every configured key by ``hmac.compare_digest`` (constant time) on SHA-256
     digests (so not even the length leaks), and with all of them whether or not one matched, so the time
@@ -61,7 +67,7 @@ def require_api_key(request: Request) -> None:
     was configured by mistake.
     """
     keys = request.app.state.settings.api_keys
-    if not keys or not (_route_path(request.scope) + "/").startswith("/v1/"):
+    if not keys or not needs_key(route_path(request.scope)):
         return
     auth = request.headers.get("authorization", "")
     given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
@@ -78,7 +84,14 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
-def _route_path(scope: Scope) -> str:
+def needs_key(path: str) -> bool:
+    """The API's routes; health, readiness, metrics, the docs and the demo page stay open."""
+    path += "/"
+    v2 = KSERVE_PREFIX + "/"
+    return path.startswith("/v1/") or (path.startswith(v2) and not path.startswith(v2 + "health/"))
+
+
+def route_path(scope: Scope) -> str:
     """The path the router matches: behind a proxy that sets ``root_path`` the ASGI path still starts with
     it, so checking ``request.url.path`` for ``/v1/`` would let ``/prefix/v1/...`` through unauthenticated."""
     path: str = scope["path"]

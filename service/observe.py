@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ApiError
-from service.guards import BODY_HINT, error_response, require_api_key
+from service.guards import BODY_HINT, error_response, require_api_key, route_path
 from service.logs import access_fields_line
 from service.metrics import Metrics
 
@@ -51,14 +51,14 @@ class Observe:
         try:
             refusal = self._refusal(request)
             if refusal is not None:
-                await error_response(refusal)(scope, receive, stamped)
+                await error_response(refusal, path=route_path(scope))(scope, receive, stamped)
             else:
                 await self.app(scope, receive, stamped)
         except Exception:
             log.exception("unhandled error (request %s)", request_id)
             if not started:
                 error = ApiError("internal_error", "unexpected error; see server logs")
-                await error_response(error)(scope, receive, stamped)
+                await error_response(error, path=route_path(scope))(scope, receive, stamped)
         # A cancelled request (client gone, shutdown cut-off) propagates without a record, as it has none.
         self._record(request, request_id, status, time.perf_counter() - began)
 

@@ -112,6 +112,14 @@ class ModelRuntime:
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
         return ids, mask
 
+    async def count_tokens(self, texts: Sequence[str]) -> int:
+        """How many tokens the text encoder sees for ``texts`` (special tokens counted, padding not, cut at
+        the context length as encoding cuts them): what OpenAI-style ``usage`` reports."""
+        if not texts:
+            return 0
+        _, mask = await asyncio.to_thread(self._tokenize, texts)
+        return int(mask.sum())
+
     async def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised embeddings of raw texts; tokenisation runs in a worker thread."""
         out = []

@@ -24,7 +24,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ApiError
-from service.guards import error_response
+from service.guards import error_response, route_path
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ class CutOff:
             if not self.cutting or started:
                 raise
             task.uncancel()
-            await error_response(CUT_OFF, extra_headers={"Retry-After": "1"})(scope, receive, send)
+            cut_off = error_response(CUT_OFF, extra_headers={"Retry-After": "1"}, path=route_path(scope))
+            await cut_off(scope, receive, send)
         finally:
             self.running.discard(task)
 
