@@ -17,6 +17,7 @@ from service.guards import BodyLimit, error_response, route_path
 from service.hf_compat import build_hf_router
 from service.metrics import Metrics
 from service.observe import Observe
+from service.openai_compat import build_openai_router
 from service.routes import allowed_methods, build_router
 from service.schemas import ErrorBody, ModelRef, ReadyResponse
 from service.settings import Settings
@@ -103,5 +104,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(build_router())
     app.include_router(build_hf_router())
+    app.include_router(build_openai_router())
     app.include_router(build_web_router())
     return app

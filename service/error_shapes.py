@@ -3,7 +3,9 @@
 Our own routes answer ``{"error": {"code", "message"}}``. The OpenAI-compatible route answers OpenAI's shape,
 ``{"error": {"message", "type", "param", "code"}}``, so that OpenAI's SDKs raise their usual exceptions with
 our message; the Open Inference Protocol (KServe v2) routes answer that protocol's ``{"error": "<message>"}``.
-The status and our stable ``code`` are the same in every shape.
+Our stable ``code`` is the same in every shape, and so is the status, but for one change on the OpenAI route:
+OpenAI answers every problem with the input as 400, and its SDKs raise ``BadRequestError`` only for that, so
+the input's 413, 415 and 422 become 400 there (a body over the size limit stays 413).
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ def openai_type(status: int) -> str:
     if status == 429:
         return "rate_limit_error"
     return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def error_status(error: ApiError, path: str = "") -> int:
+    """The status ``error`` is answered with on ``path``."""
+    if path in OPENAI_PATHS and error.status in (413, 415, 422) and error.code != "body_too_large":
+        return 400
+    return error.status
 
 
 def error_body(error: ApiError, path: str = "") -> dict[str, Any]:

@@ -26,6 +26,8 @@ STATUS: dict[str, int] = {
     "labels_required": 400, "empty_labels": 400, "blank_label": 400, "too_many_labels": 413,
     "label_too_long": 422, "invalid_template": 422, "invalid_label_set": 422, "unknown_label_set": 404,
     "no_texts": 400, "too_many_texts": 413,
+    # the OpenAI-compatible route's input
+    "invalid_input": 400, "url_not_fetched": 400, "invalid_dimensions": 400,
     # models
     "unknown_model": 404, "not_ready": 503,
     # capacity and time

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.error_shapes import KSERVE_PREFIX, error_body
+from service.error_shapes import KSERVE_PREFIX, error_body, error_status
 from service.errors import ApiError
 
 
@@ -27,7 +27,7 @@ def error_response(
         headers["Retry-After"] = "1"
     if error.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="lit"'  # RFC 9110: a 401 names its scheme
-    return JSONResponse(error_body(error, path), status_code=error.status, headers=headers)
+    return JSONResponse(error_body(error, path), status_code=error_status(error, path), headers=headers)
 
 
 BODY_HINT = "send fewer or smaller images (multipart avoids base64's third more)"

@@ -1,4 +1,5 @@
-"""The bad-input corpus (tests/bad_input_cases.py) against one real gateway, then proof it is unharmed.
+"""The bad-input corpus (tests/bad_input_cases.py, and tests/bad_input_openai.py for the OpenAI-compatible
+route) against one real gateway, then proof it is unharmed.
 
 Each case must get its status and error code with the documented error body (docs/http-api.md); the debatable
 answers are decided and explained in tests/bad_input_cases.py. Where an image is served, the tests below
@@ -25,11 +26,12 @@ from harness.gateway import running_gateway
 from harness.images import LABELS, WORLD, encode
 from tests.bad_input_cases import Case, build_corpus, send
 from tests.bad_input_images import exif_bytes, frames, png_from_rows
+from tests.bad_input_openai import openai_cases
 from tests.bad_input_requests import b64
 from tests.samples import Reference, as_matrix
 
 SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
-CORPUS = build_corpus()
+CORPUS = build_corpus() + openai_cases()
 SLOW_S = 10  # every answer, bombs included, comes well within this
 
 
@@ -42,10 +44,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespac
 
 
 def assert_error_body(response: httpx.Response, code: str | None) -> None:
+    """Our error shape, or OpenAI's (``type`` and ``param`` too) on its route."""
     assert response.headers["content-type"].startswith("application/json"), response.headers
     assert response.headers.get("x-request-id"), "every response carries X-Request-ID"
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    fields = {"code", "message"} | ({"type", "param"} if response.url.path == "/v1/embeddings" else set())
+    assert set(body) == {"error"} and set(body["error"]) == fields, body
     assert SNAKE_CASE.fullmatch(body["error"]["code"]), body
     assert isinstance(body["error"]["message"], str) and len(body["error"]["message"].strip()) > 10, body
     if code is not None:
@@ -54,6 +58,11 @@ def assert_error_body(response: httpx.Response, code: str | None) -> None:
 
 def assert_success_body(case: Case, response: httpx.Response) -> None:
     body = response.json()
+    if case.path == "/v1/embeddings":
+        assert body["model"] == "lit_demo" and body["object"] == "list", body
+        embeddings = np.array([d["embedding"] for d in body["data"]])
+        assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-4)
+        return
     assert body["model"]["name"] == "lit_demo", body
     if case.path == "/v1/classify":
         for result in body["results"]:
