@@ -15,6 +15,7 @@ from service.errors import ApiError
 from service.gateway import Gateway
 from service.guards import BodyLimit, error_response, route_path
 from service.hf_compat import build_hf_router
+from service.kserve import build_kserve_router
 from service.metrics import Metrics
 from service.observe import Observe
 from service.openai_compat import build_openai_router
@@ -104,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(build_router())
     app.include_router(build_hf_router())
+    app.include_router(build_kserve_router())
     app.include_router(build_openai_router())
     app.include_router(build_web_router())
     return app

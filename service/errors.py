@@ -28,6 +28,8 @@ STATUS: dict[str, int] = {
     "no_texts": 400, "too_many_texts": 413,
     # the OpenAI-compatible route's input
     "invalid_input": 400, "url_not_fetched": 400, "invalid_dimensions": 400,
+    # the Open Inference Protocol (KServe v2) routes' tensors
+    "invalid_inference_request": 400, "invalid_binary_data": 400,
     # models
     "unknown_model": 404, "not_ready": 503,
     # capacity and time

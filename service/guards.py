@@ -21,8 +21,10 @@ def error_response(
     extra_headers: Mapping[str, str] | None = None,
     path: str = "",
 ) -> JSONResponse:
-    """The error as JSON in the shape the API family of ``path`` (see :func:`route_path`) uses."""
+    """The error as JSON in the shape the API family of ``path`` (see :func:`route_path`) uses, and its code
+    in ``X-Error-Code`` too: the Open Inference Protocol's error body has room for a message only."""
     headers = {**(extra_headers or {}), **({"X-Request-ID": request_id} if request_id else {})}
+    headers["X-Error-Code"] = error.code
     if error.status == 429:
         headers["Retry-After"] = "1"
     if error.status == 401:

@@ -1,9 +1,10 @@
-"""API keys on real gateway processes: every /v1 route refuses a missing or wrong key with
-401 ``unauthorized``, both header forms work with a right key, health and metrics stay open, keys are compared
-in constant time, and no key ever reaches the logs (plain or JSON).
+"""API keys on real gateway processes: every /v1 and /v2 route (but the protocol's health probes) refuses a
+missing or wrong key with 401 ``unauthorized``, both header forms work with a right key, health and metrics
+stay open, keys are compared in constant time, and no key ever reaches the logs (plain or JSON).
 
-The /v1 routes are read from the running gateway's OpenAPI document, so a new route is covered the day it
-is added; paths under /v1 that no route serves must be refused as well (the check runs before routing).
+The routes are read from the running gateway's OpenAPI document, so a new route is covered the day it is
+added; paths under /v1 and /v2 that no route serves must be refused as well (the check runs before routing).
+Under /v2 the 401 comes in the Open Inference Protocol's error shape, ``{"error": "<message>"}``.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ ACCEPTED: dict[str, dict[str, str]] = {
     "second_key_x_api_key": {"X-API-Key": SECOND_KEY},
 }
 SECRETS = [*KEYS, *WRONG.values()]
-OPEN_PATHS = ["/healthz", "/readyz", "/metrics"]
+OPEN_PATHS = ["/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"]
 
 
 @pytest.fixture(scope="module", params=["json", "plain"])
@@ -82,15 +83,20 @@ def keyed(
         yield SimpleNamespace(client=client, url=url, log_format=request.param, log=log_file.read_text)
 
 
-def v1_operations(client: httpx.Client) -> list[tuple[str, str]]:
-    """Every (method, path) under /v1 in the gateway's OpenAPI, path parameters filled in."""
+def needs_a_key(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/v2" or (path.startswith("/v2/") and "/health/" not in path)
+
+
+def api_operations(client: httpx.Client) -> list[tuple[str, str]]:
+    """Every (method, path) under /v1 and /v2 (but the health probes) in the gateway's OpenAPI, path
+    parameters filled in."""
     spec = client.get("/openapi.json").json()
-    operations = [
-        (method.upper(), path.replace("{name}", "pets").replace("{model}", "lit_demo"))
-        for path, methods in spec["paths"].items()
-        if path.startswith("/v1/")
-        for method in methods
-    ]
+    fill = {"{name}": "pets", "{model}": "lit_demo", "{version}": "1"}
+    operations = []
+    for path, methods in spec["paths"].items():
+        for placeholder, value in fill.items():
+            path = path.replace(placeholder, value)
+        operations += [(method.upper(), path) for method in methods if needs_a_key(path)]
     assert all("{" not in path for _, path in operations), f"fill in the new path parameter: {operations}"
     return operations
 
@@ -103,15 +109,20 @@ def call(client: httpx.Client, method: str, path: str, headers: dict[str, str]) 
 def assert_unauthorized(response: httpx.Response) -> None:
     assert response.status_code == 401, (response.request.method, response.request.url, response.text)
     body = response.json()
-    assert set(body) == {"error"} and body["error"]["code"] == "unauthorized", body
-    assert "Bearer" in body["error"]["message"] and "X-API-Key" in body["error"]["message"], body
+    if response.request.url.path.startswith("/v2"):  # the Open Inference Protocol's shape: a message
+        assert set(body) == {"error"} and isinstance(body["error"], str), body
+        message = body["error"]
+    else:
+        assert set(body) == {"error"} and body["error"]["code"] == "unauthorized", body
+        message = body["error"]["message"]
+    assert "Bearer" in message and "X-API-Key" in message, body
     assert response.headers["www-authenticate"].startswith("Bearer")
     assert response.headers.get("x-request-id")
     assert not any(secret in response.text for secret in SECRETS)
 
 
-def test_the_gateway_documents_every_v1_route(keyed: SimpleNamespace) -> None:
-    operations = v1_operations(keyed.client)
+def test_the_gateway_documents_every_api_route(keyed: SimpleNamespace) -> None:
+    operations = api_operations(keyed.client)
     expected = {
         ("GET", "/v1/models"),
         ("GET", "/v1/models/pets"),
@@ -123,18 +134,27 @@ def test_the_gateway_documents_every_v1_route(keyed: SimpleNamespace) -> None:
         ("GET", "/v1/label-sets/pets"),
         ("PUT", "/v1/label-sets/pets"),
         ("DELETE", "/v1/label-sets/pets"),
+        ("GET", "/v2"),
+        ("GET", "/v2/models/pets"),
+        ("GET", "/v2/models/pets/versions/1"),
+        ("GET", "/v2/models/pets/ready"),
+        ("GET", "/v2/models/pets/versions/1/ready"),
+        ("POST", "/v2/models/pets/infer"),
+        ("POST", "/v2/models/pets/versions/1/infer"),
     }
     assert expected <= set(operations), operations  # and any route added later is in ``operations`` too
 
 
 @pytest.mark.parametrize("case", list(REFUSED))
-def test_missing_and_wrong_keys_are_401_on_every_v1_route(keyed: SimpleNamespace, case: str) -> None:
+def test_missing_and_wrong_keys_are_401_on_every_api_route(keyed: SimpleNamespace, case: str) -> None:
     headers = REFUSED[case]
     targets = [
-        *v1_operations(keyed.client),
+        *api_operations(keyed.client),
         ("GET", "/v1/no-such-route"),  # refused before routing: no hint of which routes exist
         ("GET", "/v1"),
         ("GET", "/v1/models?api_key=" + KEY),  # a key in the query string is no key
+        ("GET", "/v2/no-such-route"),
+        ("GET", "/v2/models/lit_demo/stats"),  # a Triton route this gateway does not serve
     ]
     for method, path in targets:
         assert_unauthorized(call(keyed.client, method, path, headers))
@@ -143,12 +163,14 @@ def test_missing_and_wrong_keys_are_401_on_every_v1_route(keyed: SimpleNamespace
         "/v1/classify", content=b"{oops", headers={**headers, "content-type": "application/json"}
     )
     assert_unauthorized(raw)
+    raw = keyed.client.post("/v2/models/lit_demo/infer", content=b"{oops", headers=headers)
+    assert_unauthorized(raw)
 
 
 @pytest.mark.parametrize("case", list(ACCEPTED))
-def test_right_keys_pass_on_every_v1_route(keyed: SimpleNamespace, case: str) -> None:
+def test_right_keys_pass_on_every_api_route(keyed: SimpleNamespace, case: str) -> None:
     headers = ACCEPTED[case]
-    for method, path in v1_operations(keyed.client):
+    for method, path in api_operations(keyed.client):
         response = call(keyed.client, method, path, headers)
         assert response.status_code != 401, (method, path, response.text)
         assert response.status_code < 500, (method, path, response.text)
@@ -158,6 +180,7 @@ def test_right_keys_pass_on_every_v1_route(keyed: SimpleNamespace, case: str) ->
     assert put.status_code == 200, put.text
     texts = keyed.client.post("/v1/embed/text", json={"texts": ["a cat"]}, headers=headers)
     assert texts.status_code == 200 and len(texts.json()["embeddings"]) == 1
+    assert keyed.client.get("/v2/models/lit_demo.embed", headers=headers).json()["versions"] == ["1"]
 
 
 def test_health_and_metrics_stay_open(keyed: SimpleNamespace) -> None:

@@ -1,5 +1,5 @@
-"""The bad-input corpus (tests/bad_input_cases.py, and tests/bad_input_openai.py for the OpenAI-compatible
-route) against one real gateway, then proof it is unharmed.
+"""The bad-input corpus (tests/bad_input_cases.py; tests/bad_input_openai.py and tests/bad_input_kserve.py for
+the OpenAI-compatible and Open Inference Protocol routes) against one real gateway, then proof it is unharmed.
 
 Each case must get its status and error code with the documented error body (docs/http-api.md); the debatable
 answers are decided and explained in tests/bad_input_cases.py. Where an image is served, the tests below
@@ -26,12 +26,14 @@ from harness.gateway import running_gateway
 from harness.images import LABELS, WORLD, encode
 from tests.bad_input_cases import Case, build_corpus, send
 from tests.bad_input_images import exif_bytes, frames, png_from_rows
+from tests.bad_input_kserve import assert_kserve_error, kserve_cases
 from tests.bad_input_openai import openai_cases
 from tests.bad_input_requests import b64
 from tests.samples import Reference, as_matrix
 
 SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
-CORPUS = build_corpus() + openai_cases()
+CORPUS = build_corpus() + openai_cases() + kserve_cases()
+assert len({case.name for case in CORPUS}) == len(CORPUS), "case names must be unique"
 SLOW_S = 10  # every answer, bombs included, comes well within this
 
 
@@ -44,9 +46,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespac
 
 
 def assert_error_body(response: httpx.Response, code: str | None) -> None:
-    """Our error shape, or OpenAI's (``type`` and ``param`` too) on its route."""
+    """Our error shape, OpenAI's (``type`` and ``param`` too) on its route, or the Open Inference Protocol's
+    (a message only; the code is in ``X-Error-Code`` on every error)."""
     assert response.headers["content-type"].startswith("application/json"), response.headers
     assert response.headers.get("x-request-id"), "every response carries X-Request-ID"
+    if code is not None:
+        assert response.headers.get("x-error-code") == code, (response.headers, response.text[:300])
+    if response.url.path.startswith("/v2/"):
+        return assert_kserve_error(response)
     body = response.json()
     fields = {"code", "message"} | ({"type", "param"} if response.url.path == "/v1/embeddings" else set())
     assert set(body) == {"error"} and set(body["error"]) == fields, body
@@ -57,6 +64,9 @@ def assert_error_body(response: httpx.Response, code: str | None) -> None:
 
 
 def assert_success_body(case: Case, response: httpx.Response) -> None:
+    if case.path.startswith("/v2/"):
+        assert case.check is not None, "a /v2 case that succeeds checks its own answer (JSON or binary)"
+        return
     body = response.json()
     if case.path == "/v1/embeddings":
         assert body["model"] == "lit_demo" and body["object"] == "list", body
