@@ -1,6 +1,6 @@
 """The CPU benchmark suite, one module after another on this machine, into one results folder.
 
-``python -m bench`` (about 15 minutes on 2 cores) writes ``bench/results/``: each benchmark's Markdown,
+``python -m bench`` (about 17 minutes on 2 cores) writes ``bench/results/``: each benchmark's Markdown,
 JSON and PNG, and ``README.md`` linking them. ``python -m bench --tiny`` runs every benchmark at a tiny
 size (what CI does, to prove they still work; its figures mean nothing).
 """
@@ -24,6 +24,7 @@ SUITE = {
     "cpu_int8": "int8 encoders vs fp32: classify and label registration, raw and through the gateway",
     "training": "LiT training with and without the locked-feature cache (steps/s)",
     "footprint": "Gateway start-up time and memory",
+    "kserve_protocols": "Open Inference Protocol: HTTP JSON vs HTTP binary vs gRPC (latency, requests/s)",
 }
 
 

@@ -1,4 +1,5 @@
-"""The FastAPI application factory: errors, API keys, request ids, metrics, logs and health routes."""
+"""The FastAPI application factory: errors, API keys, request ids, metrics, logs and health routes; and the
+Open Inference Protocol's gRPC server beside it when ``LIT_GRPC_PORT`` is set."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from service.gateway import Gateway
 from service.guards import BodyLimit, error_response, route_path
 from service.hf_compat import build_hf_router
 from service.kserve import build_kserve_router
+from service.kserve_grpc import GrpcServer
 from service.metrics import Metrics
 from service.observe import Observe
 from service.openai_compat import build_openai_router
@@ -31,11 +33,18 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        grpc = GrpcServer(settings) if settings.grpc_port else None  # without its extra: fails before loading
         gw = Gateway(settings, metrics)
         app.state.gateway = gw
         await gw.start()
-        yield
-        await gw.stop()
+        try:
+            if grpc is not None:
+                await grpc.start(gw)
+            yield
+        finally:
+            if grpc is not None:
+                await grpc.stop()
+            await gw.stop()
 
     app = FastAPI(
         title="LiT zero-shot image classification",

@@ -8,9 +8,13 @@ label store away); the app answers every one as ``{"error": {"code", "message"}}
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, ClassVar, TypeVar
 
 from lit_bundle.prompts import TemplateError
+
+T = TypeVar("T")
 
 STATUS: dict[str, int] = {
     # the request itself
@@ -80,3 +84,11 @@ def api_error(exc: Exception) -> ApiError:
     if isinstance(exc, TemplateError):
         return ApiError("invalid_template", str(exc))
     return ApiError("internal_error", "the server failed; see its log for the request id")
+
+
+async def within(work: Awaitable[T], seconds: float, hint: str = "send fewer images") -> T:
+    """``work``, or 504 ``timeout`` after ``seconds``: the request timeout, whichever transport carried it."""
+    try:
+        return await asyncio.wait_for(work, seconds)
+    except TimeoutError:
+        raise ApiError("timeout", f"the request took longer than {seconds:g} s: {hint}") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -61,25 +61,34 @@ class BodyLimit:
 
 def require_api_key(request: Request) -> None:
     """Checked by the middleware for /v1 and /v2 paths (not /v2's health probes), before any body is read or
-    parsed.
+    parsed (:func:`check_key`)."""
+    keys = request.app.state.settings.api_keys
+    if not keys or not needs_key(route_path(request.scope)):
+        return
+    check_key(request.headers.get("authorization"), request.headers.get("x-api-key"), keys, HTTP_KEY_HINT)
+
+
+HTTP_KEY_HINT = "send a valid key as 'Authorization: Bearer <key>' or 'X-API-Key'"
+
+
+def check_key(authorization: str | None, x_api_key: str | None, keys: Sequence[str], hint: str) -> None:
+    """401 ``unauthorized`` unless the Bearer credential of ``authorization`` (or, without one,
+    ``x_api_key``) is one of ``keys``: for every transport (HTTP headers, gRPC metadata), so there is one.
 
     The key is compared with every configured key by ``hmac.compare_digest`` (constant time) on SHA-256
     digests (so not even the length leaks), and with all of them whether or not one matched, so the time
     taken tells nothing about which key or how much of it matched. An empty key never matches, even if one
     was configured by mistake.
     """
-    keys = request.app.state.settings.api_keys
-    if not keys or not needs_key(route_path(request.scope)):
-        return
-    auth = request.headers.get("authorization", "")
-    given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
+    auth = authorization or ""
+    given = auth[7:].strip() if auth.lower().startswith("bearer ") else x_api_key
     matched = False
     if given:
         candidate = _digest(given)
         for key in keys:
             matched |= hmac.compare_digest(candidate, _digest(key))
     if not matched:
-        raise ApiError("unauthorized", "send a valid key as 'Authorization: Bearer <key>' or 'X-API-Key'")
+        raise ApiError("unauthorized", hint)
 
 
 def _digest(key: str) -> bytes:

@@ -1,7 +1,7 @@
 """The bodies of the Open Inference Protocol (KServe v2) routes, as OpenAPI documents them, with examples.
 
 The request models are what :func:`service.kserve_tensors.read_request` parses the JSON header with; the
-response models only document what the routes write (service/kserve_tensors.py writes infer responses itself,
+response models only document what the routes write (service/kserve.py writes infer responses itself,
 since binary outputs follow the JSON). :class:`TensorSpec` is one input or output of a protocol model: what
 its metadata shows and what requests are checked against.
 """

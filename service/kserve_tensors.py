@@ -1,26 +1,24 @@
-"""The tensors of the Open Inference Protocol (KServe v2) over HTTP: reading a request, writing a response.
+"""The tensors of the Open Inference Protocol (KServe v2) over HTTP: reading and checking a request.
 
 A request is a JSON object (:class:`InferRequest`). With Triton's binary tensor data extension the header
 ``Inference-Header-Content-Length: n`` says that only the body's first n bytes are that object; the rest is
 the raw data of the inputs that declare ``parameters.binary_data_size``, one after the other in the order
 the inputs are listed. A BYTES element is a 4-byte little-endian length and then its bytes (what
-``tritonclient`` sends); FP32 is little-endian. Outputs go back as JSON ``data``, or as binary after the JSON
-header when asked for (per output ``binary_data``, or ``binary_data_output`` for all).
+``tritonclient`` sends). Outputs go back as JSON ``data``, or as little-endian FP32 after the JSON header when
+asked for (per output ``binary_data``, or ``binary_data_output`` for all; service/kserve.py writes them).
 
 Every size a client declares is checked against the bytes that came, never used to allocate, and every
 mistake is a 400 that says what to fix (a body that is not the protocol's JSON at all is our usual 422).
+The gRPC transport (service/kserve_protobuf.py) checks its messages with the same functions.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from service.decode import decode_base64
 from service.errors import ApiError
@@ -54,8 +52,7 @@ class Tensor:
 
 @dataclass(frozen=True)
 class Request:
-    """A checked request: its inputs by name, the outputs wanted (name -> binary?; every output unless
-    ``named_outputs``), and its parameters."""
+    """A checked request: inputs by name, outputs wanted (name -> binary?; all unless ``named_outputs``)."""
 
     id: str | None
     parameters: Parameters
@@ -78,21 +75,26 @@ def read_request(
     """The request in ``body`` checked against a model's inputs and outputs."""
     head, binary = split_body(body, header_length)
     request = parse_head(head, header_length is not None)
-    specs = {spec.name: spec for spec in inputs}
-    names = [item.name for item in request.inputs]
-    for index, name in enumerate(names):
-        if name not in specs:
-            raise invalid(f"unknown input {name[:80]!r}; this model takes {_names(inputs)}")
-        if name in names[:index]:
-            raise invalid(f"input {name!r} is sent twice; send each input once")
+    specs = check_names([item.name for item in request.inputs], inputs)
     chunks = binary_chunks(request.inputs, binary, header_length is not None)
     tensors = {
         item.name: read_tensor(item, specs[item.name], chunk)
         for item, chunk in zip(request.inputs, chunks, strict=True)
     }
     parameters, named = request.parameters or {}, request.outputs or None  # no outputs named: all of them
-    wanted = _wanted_outputs(named, outputs, parameters.get("binary_data_output", False))
+    wanted = wanted_outputs(named, outputs, parameters.get("binary_data_output", False))
     return Request(request.id, parameters, tensors, wanted, named is not None)
+
+
+def check_names(names: Sequence[str], inputs: Sequence[TensorSpec]) -> dict[str, TensorSpec]:
+    """Each input's spec by name: an input the model does not take, or one sent twice, is a 400."""
+    specs = {spec.name: spec for spec in inputs}
+    for index, name in enumerate(names):
+        if name not in specs:
+            raise invalid(f"unknown input {name[:80]!r}; this model takes {_names(inputs)}")
+        if name in names[:index]:
+            raise invalid(f"input {name!r} is sent twice; send each input once")
+    return specs
 
 
 def parse_head(head: bytes, framed: bool) -> InferRequest:
@@ -160,20 +162,7 @@ def binary_chunks(inputs: Sequence[RequestInput], binary: bytes, framed: bool) -
 
 def read_tensor(item: RequestInput, spec: TensorSpec, chunk: bytes | None) -> Tensor:
     """One input's elements, checked against its spec, its shape and the way its data came."""
-    for name in _UNSUPPORTED_PARAMETERS:
-        if name in (item.parameters or {}):
-            raise invalid(f"input {item.name!r}: shared memory is not supported; send the data in the body")
-    if item.datatype != spec.datatype:
-        known = "" if item.datatype in DATATYPES else " (not a datatype of the protocol)"
-        raise invalid(
-            f"input {item.name!r} is {item.datatype[:20]!r}{known}; it must be {spec.datatype} "
-            "(images as their encoded files, text as UTF-8)"
-        )
-    if len(item.shape) != len(spec.shape) or any(d < 0 for d in item.shape):
-        raise invalid(
-            f"input {item.name!r} has shape {item.shape[:8]}; it must be [N] (N >= 0, the element count)"
-        )
-    count = math.prod(item.shape)
+    count = check_tensor(item, spec)
     if chunk is not None:
         if item.data is not None:
             raise invalid(f"input {item.name!r} has both data and binary_data_size; send one of them")
@@ -193,6 +182,24 @@ def read_tensor(item: RequestInput, spec: TensorSpec, chunk: bytes | None) -> Te
                 "elements in JSON are strings, images base64-encoded"
             )
     return Tensor(item.name, elements)
+
+
+def check_tensor(item: RequestInput, spec: TensorSpec) -> int:
+    """The element count of an input whose parameters, datatype and shape fit ``spec`` (else a 400)."""
+    for name in _UNSUPPORTED_PARAMETERS:
+        if name in (item.parameters or {}):
+            raise invalid(f"input {item.name!r}: shared memory is not supported; send the data in the body")
+    if item.datatype != spec.datatype:
+        known = "" if item.datatype in DATATYPES else " (not a datatype of the protocol)"
+        raise invalid(
+            f"input {item.name!r} is {item.datatype[:20]!r}{known}; it must be {spec.datatype} "
+            "(images as their encoded files, text as UTF-8)"
+        )
+    if len(item.shape) != len(spec.shape) or any(d < 0 for d in item.shape):
+        raise invalid(
+            f"input {item.name!r} has shape {item.shape[:8]}; it must be [N] (N >= 0, the element count)"
+        )
+    return math.prod(item.shape)
 
 
 def split_bytes(blob: bytes, name: str, count: int) -> list[bytes]:
@@ -244,7 +251,7 @@ def _utf8(data: bytes, name: str, index: int) -> str:
         ) from None
 
 
-def _wanted_outputs(
+def wanted_outputs(
     requested: list[RequestOutput] | None, outputs: Sequence[TensorSpec], all_binary: Any
 ) -> dict[str, bool]:
     """Output name -> whether it goes back binary; every output when none is named."""
@@ -274,25 +281,3 @@ def _wanted_outputs(
 
 def _names(specs: Sequence[TensorSpec]) -> str:
     return ", ".join(spec.name for spec in specs)
-
-
-def write_response(
-    head: dict[str, Any], outputs: Mapping[str, tuple[np.ndarray, bool]]
-) -> tuple[bytes, str, dict[str, str]]:
-    """The response body, its media type and headers: FP32 outputs as JSON ``data`` or, for those marked
-    binary, little-endian after the JSON header (whose length ``Inference-Header-Content-Length`` gives)."""
-    described: list[dict[str, Any]] = []
-    binary: list[bytes] = []
-    for name, (values, as_binary) in outputs.items():
-        output: dict[str, Any] = {"name": name, "datatype": "FP32", "shape": list(values.shape)}
-        if as_binary:
-            raw = np.ascontiguousarray(values, dtype="<f4").tobytes()
-            output["parameters"] = {"binary_data_size": len(raw)}
-            binary.append(raw)
-        else:
-            output["data"] = values.astype(np.float32).ravel().tolist()
-        described.append(output)
-    header = json.dumps({**head, "outputs": described}, separators=(",", ":")).encode()
-    if not binary:
-        return header, "application/json", {}
-    return header + b"".join(binary), BINARY_MEDIA_TYPE, {HEADER_LENGTH: str(len(header))}

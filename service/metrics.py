@@ -20,7 +20,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("lit_requests", "HTTP requests", ["route", "status"], registry=r)
+        self.requests = Counter(
+            "lit_requests", "Requests (HTTP by route, gRPC by method)", ["route", "status"], registry=r
+        )
         self.request_duration = Histogram(
             "lit_request_duration_seconds", "Request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
         )

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from starlette.routing import Match
 
 from service.decode import decode_base64
-from service.errors import ApiError
+from service.errors import ApiError, within
 from service.gateway import Gateway
 from service.label_store import valid_name
 from service.request_bodies import IMAGE_BODY, is_json, parse_json, read_image_request, require_json
@@ -106,11 +106,7 @@ async def with_timeout(
     request: Request, work: Awaitable[T], seconds: float | None = None, hint: str = "send fewer images"
 ) -> T:
     """``work``, or 504 after ``seconds`` (default ``LIT_REQUEST_TIMEOUT_S``)."""
-    seconds = seconds or request.app.state.settings.request_timeout_s
-    try:
-        return await asyncio.wait_for(work, seconds)
-    except TimeoutError:
-        raise ApiError("timeout", f"the request took longer than {seconds:g} s: {hint}") from None
+    return await within(work, seconds or request.app.state.settings.request_timeout_s, hint)
 
 
 def build_router() -> APIRouter:

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     # Server
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="the Open Inference Protocol over gRPC on this port of LIT_HOST (0 = off; needs the "
+        "triton extra: grpcio and tritonclient)",
+    )
     api_keys: list[str] = Field(default_factory=list, description="if set, every /v1 route needs one")
     log_format: Literal["plain", "json"] = "plain"
     request_timeout_s: float = Field(default=30.0, gt=0)

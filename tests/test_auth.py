@@ -222,7 +222,7 @@ def function_node(name: str) -> ast.FunctionDef:
 
 
 def test_keys_are_compared_with_hmac_compare_digest() -> None:
-    check = function_node("require_api_key")
+    check = function_node("check_key")  # what require_api_key and the gRPC transport call
     calls = [ast.unparse(n.func) for n in ast.walk(check) if isinstance(n, ast.Call)]
     assert "hmac.compare_digest" in calls, calls
     # No ordinary comparison touches a key: ==, !=, in, startswith and friends stop at the first difference.

@@ -17,8 +17,9 @@ from tritonclient.http._utils import _get_inference_request
 from tritonclient.utils import serialize_byte_tensor
 
 from service.errors import ApiError
+from service.kserve import write_response
 from service.kserve_schemas import TensorSpec
-from service.kserve_tensors import read_request, split_bytes, write_response
+from service.kserve_tensors import read_request, split_bytes
 
 INPUTS = tuple(TensorSpec(name, "BYTES", (-1,)) for name in ("images", "labels"))
 OUTPUTS = (TensorSpec("scores", "FP32", (-1, -1)),)
