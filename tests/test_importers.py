@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,12 +12,22 @@ import pytest
 import torch
 from PIL import Image
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
-from tokenizers.models import Unigram
+from tokenizers.models import BPE, Unigram
 
 from lit_bundle.preprocess import PreprocessSpec, preprocess_image
 from lit_bundle.repository import load_bundle
+from tests.tokenizer_fixtures import train_spm
+from training import importers
 from training.export import image_batch
-from training.importers import bundle_tokenizer, import_hf, preprocess_spec
+from training.importers import (
+    GEMMA_VOCAB,
+    LowercasedInputs,
+    bundle_tokenizer,
+    check_tokenizer,
+    import_hf,
+    preprocess_spec,
+)
+from training.tokenizer_files import read_spm
 
 transformers = pytest.importorskip("transformers")
 
@@ -112,12 +123,9 @@ def _save_clip(folder: Path, legacy_eos: bool = False) -> Path:
     return folder
 
 
-def _save_siglip(folder: Path) -> Path:
-    tokenizer = _siglip_tokenizer()
+def _save_siglip_model(folder: Path, **text: int) -> None:
     config = transformers.SiglipConfig(
-        text_config=_tiny(
-            vocab_size=len(tokenizer), max_position_embeddings=16, pad_token_id=1, eos_token_id=1
-        ),
+        text_config=_tiny(max_position_embeddings=16, **text),
         vision_config=_tiny(image_size=32, patch_size=8),
     )
     torch.manual_seed(0)
@@ -126,8 +134,41 @@ def _save_siglip(folder: Path) -> Path:
         model.logit_scale.fill_(math.log(10.0))
         model.logit_bias.fill_(-2.5)
     model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
     transformers.SiglipImageProcessor(size={"height": 32, "width": 32}, resample=2).save_pretrained(folder)
+
+
+def _save_siglip(folder: Path) -> Path:
+    tokenizer = _siglip_tokenizer()
+    _save_siglip_model(folder, vocab_size=len(tokenizer), pad_token_id=1, eos_token_id=1)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _save_siglip_spm(folder: Path) -> Path:
+    """Google's SigLIP layout: a SentencePiece ``spiece.model`` for the slow ``SiglipTokenizer`` only."""
+    spiece = train_spm(folder / "spiece.model", "unigram")
+    tokenizer = transformers.SiglipTokenizer(vocab_file=str(spiece))
+    tokenizer.save_pretrained(folder)
+    _save_siglip_model(folder, vocab_size=tokenizer.vocab_size, pad_token_id=1, eos_token_id=1)
+    assert not (folder / "tokenizer.json").exists()
+    return folder
+
+
+GEMMA_CONFIG = {
+    "tokenizer_class": "GemmaTokenizer",  # as the hub's SigLIP 2 checkpoints say
+    "add_bos_token": False,
+    "add_eos_token": True,
+    "padding_side": "right",
+    **{f"{name}_token": f"<{name}>" for name in ("pad", "eos", "bos", "unk")},
+}
+
+
+def _save_siglip2(folder: Path) -> Path:
+    """SigLIP 2 at a fixed resolution: a ``SiglipModel`` with Gemma's BPE ``tokenizer.model``."""
+    spm_model = train_spm(folder / "tokenizer.model", "bpe")
+    (folder / "tokenizer_config.json").write_text(json.dumps(GEMMA_CONFIG))
+    vocab_size = len(read_spm(spm_model).pieces)
+    _save_siglip_model(folder, vocab_size=vocab_size, pad_token_id=0, eos_token_id=1, bos_token_id=2)
     return folder
 
 
@@ -341,3 +382,87 @@ def test_text_sequence_axis_is_dynamic_only_where_padding_cannot_matter(imported
     length = siglip.manifest.text.context_length
     assert [t.shape for t in siglip.manifest.text_encoder.inputs] == [(-1, length)] * 2
     assert {len(e.ids) for e in siglip.load_tokenizer().encode_batch(texts)} == {length}
+
+
+# -- SigLIP and SigLIP 2 from SentencePiece files ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spm_imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Bundles of a SigLIP with only a ``spiece.model`` and a SigLIP 2 with only a ``tokenizer.model``."""
+    pytest.importorskip("sentencepiece")  # the references: slow SiglipTokenizer, Gemma's from tokenizer.model
+    repository = tmp_path_factory.mktemp("spm-models")
+    sources = {
+        "siglip-spm": _save_siglip_spm(tmp_path_factory.mktemp("siglip-spm")),
+        "siglip2": _save_siglip2(tmp_path_factory.mktemp("siglip2")),
+    }
+    for name, source in sources.items():
+        import_hf(str(source), repository, name)
+    return {"repository": repository, **sources}
+
+
+def _reference_tokenizer(name: str, source: Path) -> transformers.PreTrainedTokenizerBase:
+    if name == "siglip2":  # transformers' SigLIP 2 tokenizer: Gemma's, lower-casing
+        return transformers.Siglip2Tokenizer.from_pretrained(source, **GEMMA_CONFIG)
+    return transformers.SiglipTokenizer.from_pretrained(source)
+
+
+@pytest.mark.parametrize("name", ["siglip-spm", "siglip2"])
+def test_siglip_from_sentencepiece_files_scores_match_transformers(
+    name: str, spm_imported: dict[str, Path]
+) -> None:
+    """Tokenised by transformers' own tokenizer and scored by ``SiglipModel``: the same ids and scores."""
+    source, images = spm_imported[name], _images()
+    m, scores, ids, _ = _bundle_scores(spm_imported["repository"], name, images, TEXTS)
+    assert (m.loss, m.text.context_length, m.provenance["importer"]) == ("sigmoid", 16, "hf-siglip")
+    reference = _reference_tokenizer(name, source)
+    theirs = reference(TEXTS, padding="max_length", max_length=16, truncation=True, return_tensors="pt")
+    assert torch.equal(ids, theirs["input_ids"])
+    model = transformers.SiglipModel.from_pretrained(source, dtype=torch.float32).eval()
+    with torch.no_grad():
+        pixels = _pixels(images, m.preprocess)
+        logits = model(input_ids=theirs["input_ids"], pixel_values=pixels).logits_per_image
+    np.testing.assert_allclose(scores, logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(1.0 / (1.0 + np.exp(-scores)), torch.sigmoid(logits).numpy(), atol=1e-5)
+
+
+def test_siglip_spiece_model_needs_no_transformers_tokenizer(
+    spm_imported: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``sentencepiece`` transformers cannot load ``SiglipTokenizer``; the bundle tokenizer is
+    still built from ``spiece.model`` (unchecked, as there is nothing to check it against)."""
+
+    def unavailable(source: str) -> None:
+        raise ImportError("SiglipTokenizer requires the SentencePiece library but it was not found")
+
+    monkeypatch.setattr(importers, "_hf_tokenizer", unavailable)
+    tokenizer, reference = bundle_tokenizer(str(spm_imported["siglip-spm"]), "siglip", 16)
+    assert reference is None
+    bundle = load_bundle(spm_imported["repository"], "siglip-spm")
+    saved = Tokenizer.from_file(str(bundle.tokenizer))
+    assert [e.ids for e in tokenizer.encode_batch(TEXTS)] == [e.ids for e in saved.encode_batch(TEXTS)]
+
+
+def test_siglip2_bundle_lowercases(spm_imported: dict[str, Path]) -> None:
+    tokenizer = load_bundle(spm_imported["repository"], "siglip2").load_tokenizer()
+    upper, lower = tokenizer.encode_batch(["A PHOTO OF THE RED CIRCLE", "a photo of the red circle"])
+    assert upper.ids == lower.ids and upper.ids[-1] == 0  # padded with <pad>
+
+
+def test_hub_gemma_tokenizer_json_of_a_siglip_gets_lowercased(tmp_path: Path) -> None:
+    """SigLIP 2 FixRes on the hub: ``model_type`` siglip, Gemma's 256k tokenizer.json without lower-casing."""
+    transformers.SiglipConfig().save_pretrained(tmp_path)
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    pieces = [*specials, "▁", *"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]
+    vocab = {piece: i for i, piece in enumerate(pieces)}
+    vocab |= {f"<unused{i}>": i for i in range(len(vocab), GEMMA_VOCAB)}
+    gemma = Tokenizer(BPE(vocab, [], unk_token="<unk>"))
+    gemma.normalizer = normalizers.Replace(" ", "▁")
+    gemma.add_special_tokens(specials)
+    gemma.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", 1)])
+    gemma.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(GEMMA_CONFIG))
+    tokenizer, reference = bundle_tokenizer(str(tmp_path), "siglip", 8)
+    assert isinstance(reference, LowercasedInputs)  # transformers' GemmaTokenizer keeps case
+    assert tokenizer.encode("Dog").ids == [4 + 4, 4 + 15, 4 + 7, 1, 0, 0, 0, 0]  # d o g <eos> <pad>...
+    check_tokenizer(tokenizer, reference, ["A Dog", "a dog"], 8)

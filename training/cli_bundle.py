@@ -97,6 +97,37 @@ def import_hf_cmd(
     console.print(f"imported {source} as {manifest.name} v{manifest.version} into {repository}")
 
 
+@app.command("import-lit")
+def import_lit_cmd(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="a published LiT checkpoint, e.g. LiT-B16B.npz (or a tree of its layout)")
+    ],
+    tokenizer: Annotated[
+        Path,
+        typer.Option(help="the vocabulary published beside it: LiT-B16B.txt (WordPiece) or LiT-L16S.model"),
+    ],
+    name: Annotated[str, typer.Option(help="bundle name")],
+    repository: Repository = Path("model_repository"),
+    text_heads: Annotated[
+        int | None,
+        typer.Option(help="attention heads of a BERT text tower (default: its width / 64, as published)"),
+    ] = None,
+    fp16: Fp16 = False,
+    activate: Activate = None,
+) -> None:
+    """Import a LiT checkpoint of Google's (image ViT; BERT or ViT-style text tower) as a bundle."""
+    from training.export import ExportError
+    from training.import_lit import import_lit
+
+    try:
+        manifest = import_lit(
+            checkpoint, tokenizer, repository, name, text_heads=text_heads, fp16=fp16, activate=activate
+        )
+    except (ExportError, OSError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    console.print(f"imported {checkpoint.name} as {manifest.name} v{manifest.version} into {repository}")
+
+
 def variant_precisions(given: list[str] | None) -> list[VariantPrecision]:
     """The --precision values, checked: int8 (bf16 variants are not made yet)."""
     for value in given or []:

@@ -2,9 +2,10 @@
 
 The bundle contract (uint8 pixels in, L2-normalised embeddings out, a fixed-length ``tokenizer.json``)
 is what the gateway serves, so an imported model must reproduce transformers' own scores through it:
-the processor config becomes a :class:`PreprocessSpec`, the tokenizer is fixed to the text model's
-context length with the pad token transformers uses, and the learned scale (and SigLIP bias) go into
-the manifest. The tokenizer is checked against transformers' on the check texts before export.
+the processor config becomes a :class:`PreprocessSpec`, the tokenizer (the folder's ``tokenizer.json``,
+else for SigLIP one built from its SentencePiece file) is fixed to the text model's context length with
+the pad token transformers uses, and the learned scale (and SigLIP bias) go into the manifest. The
+tokenizer is checked against transformers' on the check texts before export.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from lit_bundle import PreprocessSpec
 from lit_bundle.manifest import Manifest
 from lit_bundle.triton import TritonOptions
 from training.export import ExportRequest, export_bundle
+from training.tokenizer_files import is_bpe, lowercase_first, read_spm, spm_tokenizer
 from training.towers.base import fixed_length
 
 SUPPORTED = {"clip": ("CLIPModel", "softmax"), "siglip": ("SiglipModel", "sigmoid")}
 # PIL's resampling enum values, as stored in ``preprocessor_config.json``.
 _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
 _DEFAULT_PAD = {"clip": "<|endoftext|>", "siglip": "</s>"}
+# Gemma's vocabulary has 256,000 pieces (262,144 from Gemma 3); SigLIP 2 uses Gemma's.
+GEMMA_VOCAB = 256_000
 CHECK_TEXTS = (
     "a photo of a red circle.",
     "a blurry photo of a dog",
@@ -157,8 +161,9 @@ def _hf_tokenizer(source: str) -> Any:
 
 def _no_fast_tokenizer(source: str, model_type: str, reason: str) -> ValueError:
     hint = (
-        " SigLIP checkpoints usually ship only a SentencePiece spiece.model, and transformers has no fast"
-        " SigLIP tokenizer (its lower-casing and punctuation stripping happen in Python)."
+        " transformers has no fast SigLIP tokenizer (its lower-casing and punctuation stripping happen in"
+        " Python), and the folder has no SentencePiece spiece.model (SigLIP) or BPE tokenizer.model"
+        " (SigLIP 2) to build one from."
         if model_type == "siglip"
         else ""
     )
@@ -168,34 +173,100 @@ def _no_fast_tokenizer(source: str, model_type: str, reason: str) -> ValueError:
     )
 
 
-def bundle_tokenizer(source: str, model_type: str, context_length: int) -> tuple[Tokenizer, Any]:
-    """The folder's ``tokenizer.json`` (else the fast tokenizer behind ``AutoTokenizer``), fixed-length.
+def _folder_tokenizer(folder: Path, model_type: str, context_length: int) -> Tokenizer | None:
+    """The folder's ``tokenizer.json``, else for SigLIP one built from its SentencePiece file, else ``None``.
 
-    Returns it with transformers' own tokenizer (``None`` when that cannot load but a
-    ``tokenizer.json`` is present), whose pad token it uses: CLIP pads with ``<|endoftext|>``
-    in OpenAI's checkpoints but with ``!`` in others, and config ``pad_token_id``s are unreliable.
+    Google's SigLIP checkpoints ship only ``spiece.model`` (transformers' ``SiglipTokenizer`` is Python
+    only); SigLIP 2's may ship only Gemma's ``tokenizer.model``.
     """
-    local = Path(source) / "tokenizer.json"
+    if (folder / "tokenizer.json").is_file():
+        return Tokenizer.from_file(str(folder / "tokenizer.json"))
+    if model_type != "siglip":
+        return None
+    if (folder / "spiece.model").is_file():
+        return spm_tokenizer(folder / "spiece.model", "siglip", context_length)
+    if _gemma_model(folder):
+        return spm_tokenizer(folder / "tokenizer.model", "gemma", context_length)
+    return None
+
+
+def _gemma_model(folder: Path) -> bool:
+    """Whether the folder has a BPE SentencePiece ``tokenizer.model``: Gemma's, as SigLIP 2 uses."""
+    model = folder / "tokenizer.model"
+    return model.is_file() and is_bpe(read_spm(model))
+
+
+def _is_gemma(folder: Path, tokenizer: Tokenizer) -> bool:
+    """SigLIP 2's Gemma tokenizer: a BPE ``tokenizer.model``, or ``<bos>``/``<eos>`` in a 256k vocabulary."""
+    if _gemma_model(folder):
+        return True
+    named = all(tokenizer.token_to_id(t) is not None for t in ("<bos>", "<eos>"))
+    return named and tokenizer.get_vocab_size() >= GEMMA_VOCAB
+
+
+def _lowercases(tokenizer: Tokenizer) -> bool:
+    return '"Lowercase"' in json.dumps(json.loads(tokenizer.to_str()).get("normalizer"))
+
+
+class LowercasedInputs:
+    """transformers' Gemma tokenizer with SigLIP 2's lower-casing applied to its inputs first.
+
+    The hub's SigLIP 2 tokenizers are Gemma's, which keep case, but SigLIP 2 was trained on lower-cased
+    text, so the bundle lower-cases; :func:`check_tokenizer` compares it with this. Character by
+    character, as the ``Lowercase`` normaliser: Python's ``lower()`` gives a word-final "Σ" as "ς".
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, texts: list[str], **kwargs: Any) -> Any:
+        return self.tokenizer([text.replace("Σ", "σ").lower() for text in texts], **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tokenizer, name)
+
+
+def bundle_tokenizer(source: str, model_type: str, context_length: int) -> tuple[Tokenizer, Any]:
+    """The bundle's fixed-length tokenizer: the folder's (:func:`_folder_tokenizer`), else the fast one
+    behind ``AutoTokenizer``.
+
+    Returns it with transformers' own tokenizer (``None`` when that cannot load but the folder has a
+    tokenizer file), whose pad token it uses: CLIP pads with ``<|endoftext|>`` in OpenAI's checkpoints
+    but with ``!`` in others, and config ``pad_token_id``s are unreliable. A SigLIP with Gemma's tokenizer
+    (SigLIP 2 at a fixed resolution is a ``SiglipModel``) gets a lower-casing normaliser first, as
+    transformers' ``Siglip2Tokenizer`` has, and the returned reference lower-cases its inputs too.
+    """
+    folder = Path(source)
     try:
-        reference = _hf_tokenizer(source)
+        reference, failure = _hf_tokenizer(source), None
     except Exception as exc:  # missing sentencepiece, vocabulary files, ...: re-raised with the fix
-        if not local.is_file():
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise _no_fast_tokenizer(source, model_type, f"AutoTokenizer failed ({first})") from exc
-        reference = None
-    if local.is_file():
-        tokenizer = Tokenizer.from_file(str(local))
-    else:
-        backend = getattr(reference, "backend_tokenizer", None)
-        if backend is None:
-            reason = f"{type(reference).__name__} is not a fast tokenizer"
-            raise _no_fast_tokenizer(source, model_type, reason)
-        tokenizer = Tokenizer.from_str(backend.to_str())  # a copy: fixed_length mutates it
-    pad_token = getattr(reference, "pad_token", None) or _pad_from_config(source) or _DEFAULT_PAD[model_type]
+        reference, failure = None, exc
+    tokenizer = _folder_tokenizer(folder, model_type, context_length)
+    if tokenizer is None:
+        tokenizer = _fast_backend(source, model_type, reference, failure)
+    default_pad = _DEFAULT_PAD[model_type]
+    if model_type == "siglip" and _is_gemma(folder, tokenizer):
+        if not _lowercases(tokenizer):
+            lowercase_first(tokenizer)
+        reference = None if reference is None else LowercasedInputs(reference)
+        default_pad = "<pad>"
+    own = (tokenizer.padding or {}).get("pad_token")
+    pad_token = getattr(reference, "pad_token", None) or _pad_from_config(source) or own or default_pad
     pad_id = tokenizer.token_to_id(str(pad_token))
     if pad_id is None:
         raise ValueError(f"the pad token {pad_token!r} of {source} is not in its tokenizer.json vocabulary")
     return fixed_length(tokenizer, context_length, pad_id, str(pad_token)), reference
+
+
+def _fast_backend(source: str, model_type: str, reference: Any, failure: Exception | None) -> Tokenizer:
+    """A copy of the ``tokenizers`` tokenizer behind transformers' (``fixed_length`` mutates it)."""
+    if reference is None:
+        first = (str(failure).strip().splitlines() or [type(failure).__name__])[0]
+        raise _no_fast_tokenizer(source, model_type, f"AutoTokenizer failed ({first})") from failure
+    backend = getattr(reference, "backend_tokenizer", None)
+    if backend is None:
+        raise _no_fast_tokenizer(source, model_type, f"{type(reference).__name__} is not a fast tokenizer")
+    return Tokenizer.from_str(backend.to_str())
 
 
 def _pad_from_config(source: str) -> str | None:
@@ -213,8 +284,10 @@ def check_tokenizer(tokenizer: Tokenizer, reference: Any, texts: list[str], cont
     )["input_ids"]
     for text, encoding, ids in zip(texts, tokenizer.encode_batch(texts), expected, strict=True):
         if encoding.ids != list(ids):
+            inner = reference.tokenizer if isinstance(reference, LowercasedInputs) else reference
+            name = type(inner).__name__
             raise ValueError(
-                f"the bundle tokenizer disagrees with transformers' {type(reference).__name__} on {text!r}:\n"
+                f"the bundle tokenizer disagrees with transformers' {name} on {text!r}:\n"
                 f"  bundle:       {encoding.ids}\n  transformers: {list(ids)}"
             )
 
