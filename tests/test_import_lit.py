@@ -216,6 +216,10 @@ def test_an_unknown_tree_names_the_key_it_could_not_place(tmp_path: Path) -> Non
         text_tower(read_tree(write_tree(tmp_path / "odd.npz", tree)))
     with pytest.raises(TreeError, match="img/embedding/kernel"):
         vit_tower({})
+    extra = {**lit_tree("vit"), "img/MAPHead_0/probe": np.zeros((1, 1, 32), np.float32)}
+    vocabulary = train_spm(tmp_path / "v.model", "unigram")
+    with pytest.raises(TreeError, match="the first 'img/MAPHead_0/probe'"):
+        import_lit(write_tree(tmp_path / "extra.npz", extra), vocabulary, tmp_path / "repo", "odd")
 
 
 # -- a whole import, served --------------------------------------------------------------------------

@@ -53,6 +53,8 @@ def import_lit(
     text_width = int(required(tree, "txt/head/kernel").shape[1])
     if image_width != text_width:
         raise TreeError(f"the image tower gives {image_width} features and the text tower {text_width}")
+    logit_scale = float(np.exp(required(tree, "t").reshape(-1)[0]))
+    tree.check_all_placed()
     context = context_length(tree)
     tokenizer = lit_tokenizer(vocabulary, context)
     if tokenizer.get_vocab_size() > vocab_size(tree):
@@ -69,7 +71,7 @@ def import_lit(
         context_length=context,
         preprocess=spec,
         loss="softmax",
-        logit_scale=float(np.exp(required(tree, "t").reshape(-1)[0])),
+        logit_scale=logit_scale,
         logit_bias=None,
         check_images=check_images(spec.size),
         check_texts=list(CHECK_TEXTS),

@@ -36,13 +36,39 @@ class TreeError(ValueError):
     """The file is not a LiT parameter tree we can place."""
 
 
-def read_tree(path: Path) -> Tree:
+class TrackedTree(dict[str, np.ndarray]):
+    """A tree that remembers which arrays were read, so that an array no tower takes is an error (a layout
+    we do not know) rather than a weight silently left out."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]) -> None:
+        super().__init__(arrays)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self:
+            self.read.add(key)
+        return super().get(key, default)
+
+    def check_all_placed(self) -> None:
+        unplaced = sorted(set(self) - self.read, key=_natural)
+        if unplaced:
+            raise TreeError(
+                f"{len(unplaced)} arrays of the tree fit no part of a LiT model, the first {unplaced[0]!r}: "
+                "this is not a layout the importer knows (LiT's vit_jax or big_vision trees)"
+            )
+
+
+def read_tree(path: Path) -> TrackedTree:
     """The archive's arrays under normalised keys (no prefix, Linen numbering), as float32."""
     with np.load(path, allow_pickle=False) as archive:
         keys = list(archive.files)
         prefix = next((p for p in _PREFIXES if keys and all(k.startswith(p) for k in keys)), "")
         tree = {k.removeprefix(prefix): np.asarray(archive[k], dtype=np.float32) for k in keys}
-    return linen_names(tree)
+    return TrackedTree(linen_names(tree))
 
 
 def linen_names(tree: Mapping[str, np.ndarray]) -> Tree:
