@@ -305,4 +305,5 @@ def retrain_cmd(
     )
 
 
-from training import cli_bundle  # noqa: E402, F401  (registers the bundle commands, listed after these)
+# registers the bundle commands and ood-set / ood-eval (the second renderer's set), listed after these
+from training import cli_bundle, cli_ood  # noqa: E402, F401
