@@ -48,7 +48,8 @@ def pretrain_cmd(config: ConfigOpt = None, overrides: Overrides = None, quiet: Q
     result = pretrain_tower(cfg, progress=not quiet)
     console.print(
         f"tower saved to {result.weights}: shape accuracy {100 * result.shape_accuracy:.1f}%, "
-        f"colour accuracy {100 * result.colour_accuracy:.1f}%"
+        f"colour accuracy {100 * result.colour_accuracy:.1f}%; linear probe top-1 "
+        f"{100 * result.probe.top1:.1f}% (second renderer: {100 * result.probe.ood_top1:.1f}%)"
     )
 
 

@@ -20,6 +20,7 @@ from lit_bundle.atomic import replacing
 from training.config import PretrainConfig
 from training.data.pairs import pixel_transform
 from training.data.synthetic import COLOURS, SHAPES, SyntheticPairs, SyntheticWorld
+from training.linear_probe import ProbeResult, linear_probe
 from training.towers import build_image_tower
 from training.towers.timm_tower import TimmTower
 from training.train import cosine_lr, seed_everything
@@ -30,6 +31,7 @@ class PretrainResult:
     weights: Path
     shape_accuracy: float
     colour_accuracy: float
+    probe: ProbeResult
 
 
 def render_tensors(dataset: SyntheticPairs, progress: bool, desc: str) -> torch.Tensor:
@@ -60,7 +62,8 @@ def _accuracy(model: FactorClassifier, pixels: torch.Tensor, shapes: torch.Tenso
 
 
 def pretrain_tower(cfg: PretrainConfig, progress: bool = True) -> PretrainResult:
-    """Train the tower plus two linear heads (shape, colour) and save the tower's weights."""
+    """Train the tower plus two linear heads (shape, colour), save the tower's weights, and probe them
+    (:mod:`training.linear_probe`: what a locked tower offers zero-shot, in the world and out of it)."""
     if cfg.image.kind not in ("builtin", "timm"):
         raise ValueError("pretrain-tower trains the built-in tower or a timm model (image.kind=builtin|timm)")
     seed_everything(cfg.seed)
@@ -95,4 +98,6 @@ def pretrain_tower(cfg: PretrainConfig, progress: bool = True) -> PretrainResult
     weights = tower.model.state_dict() if isinstance(tower, TimmTower) else tower.state_dict()
     with replacing(out) as tmp:
         save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp))
-    return PretrainResult(out, shape_acc, colour_acc)
+    # As many probe images as pretraining saw, at most 6,144 (a tiny test run probes on a few hundred).
+    probe = linear_probe(tower, world, images=max(3 * world.num_classes, min(6144, cfg.train_size)))
+    return PretrainResult(out, shape_acc, colour_acc, probe)

@@ -138,6 +138,7 @@ def build_demo(out: Path, overrides: Sequence[str] = (), progress: bool = True) 
             "pretrain_seconds": round(pretrain_seconds, 1),
             "tower_shape_accuracy": pre.shape_accuracy,
             "tower_colour_accuracy": pre.colour_accuracy,
+            **pre.probe.metrics(),
             "build_seconds": round(time.perf_counter() - began, 1),
         }
     )
