@@ -8,6 +8,11 @@ jitter, noise); captions vary wording and synonyms so the text tower has to lear
 
 Everything is a pure function of ``(seed, split, index)``: no files, no state, any worker can render
 any sample.
+
+``SyntheticWorld(version=2)`` is a harder, wider world (12 x 12 classes, any background, outlines, clutter,
+occlusion, JPEG; see :mod:`.vocabulary`, :mod:`.scenes` and :mod:`.render`) so that a model has to learn
+shapes and colours rather than this world's look. Version 1 stays bit for bit what it was: the
+committed demo model and its tests depend on it.
 """
 
 from __future__ import annotations
@@ -23,8 +28,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-# Bump when rendering, captions or class assignment change: it invalidates cached features.
+from lit_bundle.prompts import expand_prompts
+from training.data import render, scenes, vocabulary
+
+# The default world's version. Never change what a version renders: add a version instead (the fingerprint,
+# the feature caches' key, includes it).
 RENDER_VERSION = 1
+RENDER_VERSIONS = (1, 2)
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring", "heart", "crescent")
 COLOURS: tuple[str, ...] = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")
@@ -86,16 +96,6 @@ Split = Literal["pretrain", "lit", "eval"]
 _SPLIT_IDS: dict[str, int] = {"pretrain": 0, "lit": 1, "eval": 2}
 
 _MAX_ROTATION = np.pi / 6  # +-30 degrees: a square stays a square, a cross stays a plus sign
-_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """Vectorised SplitMix64 finaliser: a cheap, platform-independent hash of uint64 counters."""
-    with np.errstate(over="ignore"):
-        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK
-        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK
-        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK
-        return x ^ (x >> np.uint64(31))
 
 
 @lru_cache(maxsize=1)
@@ -128,27 +128,43 @@ def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class SyntheticWorld:
-    """The 64 (shape, colour) classes, which of them are held out, and how samples are drawn."""
+    """The (shape, colour) classes, which of them are held out, and how samples are drawn."""
 
     image_size: int = 64
     seed: int = 0
+    version: int = RENDER_VERSION
 
     def __post_init__(self) -> None:
         if self.image_size < 16:
             raise ValueError(f"image_size must be at least 16, got {self.image_size}")
+        if self.version not in RENDER_VERSIONS:
+            raise ValueError(f"unknown synthetic world version {self.version}; use one of {RENDER_VERSIONS}")
+
+    @property
+    def shapes(self) -> tuple[str, ...]:
+        return SHAPES if self.version == 1 else vocabulary.SHAPES_V2
+
+    @property
+    def colours(self) -> tuple[str, ...]:
+        return COLOURS if self.version == 1 else vocabulary.COLOURS_V2
 
     @property
     def num_classes(self) -> int:
-        return len(SHAPES) * len(COLOURS)
+        return len(self.shapes) * len(self.colours)
 
     @property
     def class_names(self) -> list[str]:
-        """``class_names[shape * 8 + colour] == "{colour} {shape}"``, e.g. ``"red circle"``."""
-        return [f"{c} {s}" for s in SHAPES for c in COLOURS]
+        """``class_names[shape * len(colours) + colour] == "{colour} {shape}"``, e.g. ``"red circle"``."""
+        return [f"{c} {s}" for s in self.shapes for c in self.colours]
 
     @property
     def heldout_classes(self) -> list[int]:
-        """16 combinations (two per shape) never shown to the text tower; every colour is still seen 6x."""
+        """Combinations never shown to the text tower; every shape and colour is still seen.
+
+        Version 1: 16 (two per shape), each colour seen 6x; version 2: 36 (three per shape and per colour).
+        """
+        if self.version == 2:
+            return vocabulary.heldout_classes_v2()
         n = len(COLOURS)
         held = {s * n + s % n for s in range(len(SHAPES))} | {s * n + (s + 3) % n for s in range(len(SHAPES))}
         return sorted(held)
@@ -166,15 +182,76 @@ class SyntheticWorld:
         indices = np.asarray(indices, dtype=np.int64)
         if split == "eval":  # balanced: every class equally often
             return indices % self.num_classes
-        pool = np.arange(self.num_classes) if split == "pretrain" else np.asarray(self.seen_classes)
-        key = _splitmix64(_splitmix64(np.uint64(self.seed % 2**64)) ^ np.uint64(split_id))
-        draws = _splitmix64(key ^ _splitmix64(indices.astype(np.uint64)))
+        if split == "pretrain":
+            pool = np.arange(self.num_classes)
+        else:
+            pool = _V2_POOLS[True] if self.version == 2 else np.asarray(self.seen_classes)
+        draws = scenes.hashes(self.seed, split_id, indices, slice(0, 1))[0]  # v1's formula, cached key
         return pool[(draws % np.uint64(len(pool))).astype(np.int64)]
+
+    @property
+    def heldout_words(self) -> dict[str, tuple[str, ...]]:
+        """Canonical word -> synonyms only evaluation uses (never in "lit"/"pretrain" captions); v1: none."""
+        return vocabulary.heldout_words_v2() if self.version == 2 else {}
+
+    def heldout_word_class_names(self, part: Literal["shape", "colour", "both"] = "both") -> list[str]:
+        """``class_names`` with the held-out synonym of the shape, the colour or both (held-out-word top-1).
+
+        Scoring the "eval" split against these names instead of ``class_names`` measures whether the text
+        tower maps words it never saw in training onto the right classes.
+        """
+        if self.version != 2:
+            raise ValueError("held-out words exist in synthetic world version 2 only")
+        held = self.heldout_words
+        colours = [held[c][0] if part != "shape" else c for c in self.colours]
+        return [f"{c} {held[s][0] if part != 'colour' else s}" for s in self.shapes for c in colours]
+
+    def heldout_word_prompts(
+        self, templates: list[str], part: Literal["shape", "colour", "both"] = "both"
+    ) -> list[list[str]]:
+        """Per class, the prompts ``templates`` make from its held-out-word name (label-major, like CLIP)."""
+        prompts = expand_prompts(self.heldout_word_class_names(part), templates)
+        return [prompts[i : i + len(templates)] for i in range(0, len(prompts), len(templates))]
+
+    def factors(self, split: Split, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """The factor labels each sample is drawn with, without rendering (for pretext tasks, sampling).
+
+        Keys: ``class``, ``shape``, ``colour`` and, in version 2, ``fill`` (index into
+        ``vocabulary.FILLS``), ``size`` (``SIZE_BUCKETS``), ``background`` (``BACKGROUNDS``), ``distractors``
+        (count), ``named`` (the caption names them), ``jpeg``.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        labels = self.classes_for(split, indices).astype(np.int64)
+        if self.version == 1:
+            return {"class": labels, "shape": labels // len(COLOURS), "colour": labels % len(COLOURS)}
+        return scenes.factor_labels(self.seed, _split_id(split), indices, labels)
+
+    def scene(self, split: Split, index: int) -> scenes.Scene:
+        """Version 2: the plan of one sample (geometry, distractors, caption), without pixels."""
+        if self.version != 2:
+            raise ValueError("scene plans exist in synthetic world version 2 only")
+        split_id, index = _split_id(split), int(index)
+        pool = _V2_POOLS[split == "lit"]
+        if split == "eval":
+            label = index % self.num_classes
+        else:
+            label = scenes.class_one(self.seed, split_id, index, pool)
+        factors = scenes.factors_one(self.seed, split_id, index, label)
+        return scenes.plan((self.seed, split_id, index), factors, pool, heldout_words=split == "eval")
+
+    def captions(self, split: Split, indices: np.ndarray) -> list[str]:
+        """Captions of ``indices``; version 2 draws them without rendering."""
+        if self.version == 1:
+            return [self.sample(split, int(i))[1] for i in np.asarray(indices)]
+        return [self.scene(split, int(i)).caption for i in np.asarray(indices)]
 
     # -- sampling -------------------------------------------------------------------------------
 
     def sample(self, split: Split, index: int) -> tuple[Image.Image, str, int]:
         """``(image, caption, class)``, fully determined by ``(seed, split, index)``."""
+        if self.version == 2:
+            plan = self.scene(split, index)
+            return render.draw(plan, self.image_size).image, plan.caption, plan.label
         label = int(self.classes_for(split, np.asarray([index]))[0])
         rng = np.random.default_rng([self.seed, _split_id(split), index])
         shape, colour = divmod(label, len(COLOURS))
@@ -182,13 +259,15 @@ class SyntheticWorld:
         return image, self.caption(shape, colour, rng), label
 
     def caption(self, shape: int, colour: int, rng: np.random.Generator) -> str:
-        """A varied caption; canonical words are picked half of the time, synonyms otherwise."""
+        """Version 1: a varied caption; canonical words are picked half of the time, synonyms otherwise."""
+        self._v1_only("caption")
         template = _TEMPLATES[rng.integers(len(_TEMPLATES))]
         c, s = _pick_word(_COLOUR_WORDS[colour], rng), _pick_word(_SHAPE_WORDS[shape], rng)
         return template.format(a="an" if c[0] in "aeiou" else "a", c=c, s=s)
 
     def render(self, shape: int, colour: int, rng: np.random.Generator) -> Image.Image:
-        """Draw one RGB image: anti-aliased shape mask composited over a noisy, tinted background."""
+        """Version 1: one RGB image, an anti-aliased shape mask composited over a noisy, tinted background."""
+        self._v1_only("render")
         size = self.image_size
         alpha = _shape_mask(SHAPES[shape], size, rng)
         fg = np.clip(np.asarray(_COLOUR_RGB[colour], np.float32) + rng.uniform(-15, 15, 3), 0, 255)
@@ -197,6 +276,17 @@ class SyntheticWorld:
         sigma = rng.uniform(1.0, 6.0)
         pixels += rng.standard_normal((size, size, 3), dtype=np.float32) * np.float32(sigma)
         return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+    def _v1_only(self, name: str) -> None:
+        if self.version != 1:
+            raise ValueError(f"SyntheticWorld.{name} draws version 1; version 2 samples come from scene()")
+
+
+# Classes distractors may take: all of them, or in "lit" only the seen ones (no held-out pair is ever shown).
+_V2_POOLS = (
+    np.arange(len(vocabulary.SHAPES_V2) * len(vocabulary.COLOURS_V2)),
+    np.asarray(vocabulary.SEEN_V2),
+)
 
 
 def _split_id(split: str) -> int:
@@ -273,8 +363,8 @@ class SyntheticPairs(torch.utils.data.Dataset):
         _split_id(split)
         self.world, self.split, self.size, self.transform = world, split, size, transform
         self.labels: np.ndarray = world.classes_for(split, np.arange(size)).astype(np.int64)
-        self.shape_labels: np.ndarray = self.labels // len(COLOURS)
-        self.colour_labels: np.ndarray = self.labels % len(COLOURS)
+        self.shape_labels: np.ndarray = self.labels // len(world.colours)
+        self.colour_labels: np.ndarray = self.labels % len(world.colours)
 
     def __len__(self) -> int:
         return self.size
@@ -285,11 +375,15 @@ class SyntheticPairs(torch.utils.data.Dataset):
         image, caption, _ = self.world.sample(self.split, int(index))
         return (self.transform(image) if self.transform is not None else image), caption
 
+    def factor_labels(self) -> dict[str, np.ndarray]:
+        """Every factor label of these samples (see :meth:`SyntheticWorld.factors`), without rendering."""
+        return self.world.factors(self.split, np.arange(self.size))
+
     def fingerprint(self) -> str:
-        """Stable id of exactly these samples (for feature caches); changes with RENDER_VERSION."""
+        """Stable id of exactly these samples (for feature caches); changes with the world's version."""
         spec = {
             "kind": "synthetic",
-            "version": RENDER_VERSION,
+            "version": self.world.version,
             "image_size": self.world.image_size,
             "seed": self.world.seed,
             "split": self.split,
