@@ -68,6 +68,9 @@ class LossConfig(Strict):
 class SyntheticDataConfig(Strict):
     image_size: int = 64
     seed: int = 0
+    version: Literal[1, 2] = Field(
+        default=1, description="the synthetic world's render version (2: the harder, wider world)"
+    )
     train_size: int = 20000
     eval_size: int = 2048
 

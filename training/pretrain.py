@@ -19,7 +19,7 @@ from tqdm import tqdm
 from lit_bundle.atomic import replacing
 from training.config import PretrainConfig
 from training.data.pairs import pixel_transform
-from training.data.synthetic import COLOURS, SHAPES, SyntheticPairs, SyntheticWorld
+from training.data.synthetic import SyntheticPairs, SyntheticWorld
 from training.linear_probe import ProbeResult, linear_probe
 from training.towers import build_image_tower
 from training.towers.timm_tower import TimmTower
@@ -41,11 +41,11 @@ def render_tensors(dataset: SyntheticPairs, progress: bool, desc: str) -> torch.
 
 
 class FactorClassifier(nn.Module):
-    def __init__(self, tower: nn.Module, dim: int) -> None:
+    def __init__(self, tower: nn.Module, dim: int, shapes: int, colours: int) -> None:
         super().__init__()
         self.tower = tower
-        self.shape_head = nn.Linear(dim, len(SHAPES))
-        self.colour_head = nn.Linear(dim, len(COLOURS))
+        self.shape_head = nn.Linear(dim, shapes)
+        self.colour_head = nn.Linear(dim, colours)
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.tower(pixels)
@@ -68,8 +68,8 @@ def pretrain_tower(cfg: PretrainConfig, progress: bool = True) -> PretrainResult
         raise ValueError("pretrain-tower trains the built-in tower or a timm model (image.kind=builtin|timm)")
     seed_everything(cfg.seed)
     tower = build_image_tower(cfg.image, pretrained=False)
-    model = FactorClassifier(tower, tower.output_dim)
-    world = SyntheticWorld(image_size=cfg.data.image_size, seed=cfg.data.seed)
+    world = SyntheticWorld(image_size=cfg.data.image_size, seed=cfg.data.seed, version=cfg.data.version)
+    model = FactorClassifier(tower, tower.output_dim, len(world.shapes), len(world.colours))
     transform = pixel_transform(tower.preprocess)
     train_set = SyntheticPairs(world, "pretrain", cfg.train_size, transform)
     held_set = SyntheticPairs(world, "eval", 1024, transform)

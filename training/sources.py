@@ -20,7 +20,8 @@ Transform = Callable[[Image.Image], torch.Tensor]
 
 
 def world_for(cfg: DataConfig) -> SyntheticWorld:
-    return SyntheticWorld(image_size=cfg.synthetic.image_size, seed=cfg.synthetic.seed)
+    synthetic = cfg.synthetic
+    return SyntheticWorld(image_size=synthetic.image_size, seed=synthetic.seed, version=synthetic.version)
 
 
 def pair_dataset(

@@ -68,7 +68,8 @@ def encode_dataset(
 def evaluate_synthetic(
     model: LiTModel, world: SyntheticWorld, size: int, templates: Sequence[str], progress: bool = True
 ) -> Evaluation:
-    """Top-1/top-5 among all 64 (shape, colour) classes, split into held-out and seen combinations."""
+    """Top-1/top-5 among all the world's (shape, colour) classes, split into held-out and seen combinations;
+    in version 2 also top-1 with every class named by its held-out synonyms (``heldout_word_top1``)."""
     dataset = SyntheticPairs(world, "eval", size, pixel_transform(model.image_tower.preprocess))
     image_emb, captions = encode_dataset(model, dataset, progress=progress)
     encode = text_encoder(model)
@@ -80,6 +81,9 @@ def evaluate_synthetic(
     for name, mask in (("", torch.ones_like(heldout)), ("heldout_", heldout), ("seen_", ~heldout)):
         for key, value in topk_accuracy(scores[mask], labels[mask]).items():
             metrics[f"{name}{key}"] = value
+    if world.version == 2:  # words the text tower never saw in training, for the same images
+        words = build_classifier(encode, world.heldout_word_class_names("both"), templates, progress=False)
+        metrics["heldout_word_top1"] = topk_accuracy(zero_shot_scores(image_emb, words), labels)["top1"]
     caption_emb = torch.cat([encode(list(chunk)) for chunk in _chunks(captions, 512)])
     metrics.update(retrieval_recall(image_emb, caption_emb))
     metrics["eval_images"] = len(labels)
