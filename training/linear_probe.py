@@ -77,7 +77,8 @@ def _accuracy(probe: nn.Module, features: torch.Tensor, labels: torch.Tensor) ->
 
 def linear_probe(tower: ImageTower, world: SyntheticWorld, images: int = 6144) -> ProbeResult:
     """Fit on two thirds of ``images`` fresh images of the world's classes, score on the rest, and on
-    second-renderer images of each class (one per 768 ``images``, at least one) at the tower's input size."""
+    second-renderer images of each class it draws (one per 768 ``images``, at least one; among those
+    classes, as its zero-shot figure is) at the tower's input size."""
     train_size = 2 * images // 3
     test_size = images - train_size
     ood_per_class = max(1, images // 768)
@@ -97,5 +98,8 @@ def linear_probe(tower: ImageTower, world: SyntheticWorld, images: int = 6144) -
     drawn = list(render_set(per_class=ood_per_class, seed=0, size=max(64, world.image_size)))
     ood_pixels = torch.stack([transform(d.image) for d in drawn])
     ood_labels = torch.as_tensor(np.array([index[d.label] for d in drawn]))
-    ood_top1 = _accuracy(probe, tower_features(tower, ood_pixels), ood_labels)
+    drawable = torch.as_tensor([index[name] for name in names])  # scored among the classes it draws
+    with torch.no_grad():
+        logits = probe(tower_features(tower, ood_pixels))[:, drawable]
+    ood_top1 = float((drawable[logits.argmax(-1)] == ood_labels).float().mean())
     return ProbeResult(top1, ood_top1)
