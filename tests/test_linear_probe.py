@@ -34,3 +34,21 @@ def test_a_tower_is_probed_in_the_world_and_on_the_second_renderer() -> None:
     result = linear_probe(tower, SyntheticWorld(image_size=32, seed=0), images=192)
     assert 0.0 <= result.top1 <= 1.0 and 0.0 <= result.ood_top1 <= 1.0
     assert set(result.metrics()) == {"tower_probe_top1", "tower_probe_ood_top1"}
+
+
+def test_the_probe_s_images_come_from_the_world_it_is_given(monkeypatch) -> None:
+    """Fresh images of the same world (its version too), only another seed."""
+    import training.linear_probe as probe_module
+
+    seen = []
+    real = probe_module.SyntheticPairs
+
+    def spy(world, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(world)
+        return real(world, *args, **kwargs)
+
+    monkeypatch.setattr(probe_module, "SyntheticPairs", spy)
+    tower = build_image_tower(ImageTowerConfig(kind="builtin", image_size=32, width=8), pretrained=False)
+    world = SyntheticWorld(image_size=32, seed=3, version=2)
+    linear_probe(tower, world, images=3 * world.num_classes)
+    assert seen and seen[0].version == 2 and seen[0].image_size == 32 and seen[0].seed != world.seed

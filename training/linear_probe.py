@@ -10,7 +10,7 @@ no text tower tuned on it will transfer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -83,7 +83,7 @@ def linear_probe(tower: ImageTower, world: SyntheticWorld, images: int = 6144) -
     test_size = images - train_size
     ood_per_class = max(1, images // 768)
     transform = pixel_transform(tower.preprocess)
-    fresh = SyntheticWorld(image_size=world.image_size, seed=world.seed + PROBE_SEED_OFFSET)
+    fresh = replace(world, seed=world.seed + PROBE_SEED_OFFSET)  # the same world (version, size), new images
     data = SyntheticPairs(fresh, "eval", train_size + test_size, transform)
     pixels = torch.stack([torch.as_tensor(data[i][0]) for i in range(len(data))])
     labels = torch.from_numpy(data.labels)
