@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import torch
 
 from training.config import ImageTowerConfig
@@ -36,14 +39,14 @@ def test_a_tower_is_probed_in_the_world_and_on_the_second_renderer() -> None:
     assert set(result.metrics()) == {"tower_probe_top1", "tower_probe_ood_top1"}
 
 
-def test_the_probe_s_images_come_from_the_world_it_is_given(monkeypatch) -> None:
+def test_the_probe_s_images_come_from_the_world_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fresh images of the same world (its version too), only another seed."""
     import training.linear_probe as probe_module
 
     seen = []
     real = probe_module.SyntheticPairs
 
-    def spy(world, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(world: SyntheticWorld, *args: Any, **kwargs: Any) -> Any:
         seen.append(world)
         return real(world, *args, **kwargs)
 
