@@ -15,9 +15,6 @@ protobuf, imported lazily, validates configs and edits existing ones (which only
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +26,7 @@ from lit_bundle.atomic import write_atomic
 from lit_bundle.layout import bundle_of
 from lit_bundle.manifest import EncoderSpec, Manifest, TensorSpec
 from lit_bundle.triton_files import TritonPrecision, filename_lines
+from lit_bundle.triton_proto import model_config_pb2
 
 BACKEND = "onnxruntime"
 
@@ -302,40 +300,11 @@ def write_config(path: Path, text: str) -> None:
     write_atomic(Path(path), text)
 
 
-MODEL_CONFIG_PB2 = "tritonclient.grpc.model_config_pb2"
-
-
-def _model_config_pb2() -> Any:
-    """Triton's ``ModelConfig`` protobuf module; a missing one is always an ImportError.
-
-    Loaded from its file, without running ``tritonclient.grpc``'s ``__init__``: that imports the whole gRPC
-    client (grpcio), which parsing a config needs nothing of, and the gateway, which reads its configs while
-    it runs, would carry it whether or not it serves gRPC. Registered under its own name, so a later
-    ``import tritonclient.grpc`` reuses it (its descriptors exist once).
-    """
-    if MODEL_CONFIG_PB2 in sys.modules:  # imported already, or None: known missing
-        return importlib.import_module(MODEL_CONFIG_PB2)
-    package = importlib.util.find_spec("tritonclient")  # finds the package without importing it
-    folders = list(package.submodule_search_locations or []) if package is not None else []
-    source = Path(folders[0], "grpc", "model_config_pb2.py") if folders else None
-    spec = importlib.util.spec_from_file_location(MODEL_CONFIG_PB2, source) if source else None
-    if spec is None or spec.loader is None or source is None or not source.is_file():
-        raise ModuleNotFoundError(f"No module named {MODEL_CONFIG_PB2!r}", name=MODEL_CONFIG_PB2)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[MODEL_CONFIG_PB2] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[MODEL_CONFIG_PB2]
-        raise
-    return module
-
-
 def parse_config(text: str) -> Any:
     """Parse ``config.pbtxt`` into Triton's ``ModelConfig`` protobuf (needs ``tritonclient``)."""
     from google.protobuf import text_format
 
-    pb2 = _model_config_pb2()
+    pb2 = model_config_pb2()
     try:
         return text_format.Parse(text, pb2.ModelConfig())
     except text_format.ParseError as exc:
@@ -345,7 +314,7 @@ def parse_config(text: str) -> Any:
 def check_config(config_text: str, encoder: EncoderSpec) -> None:
     """Raise ``ValueError`` unless the config serves exactly the tensors the manifest describes."""
     config = parse_config(config_text)
-    pb2 = _model_config_pb2()
+    pb2 = model_config_pb2()
     model = config.name or "<unnamed>"
     bundle = bundle_of(encoder.triton_name)
     fix = f"fix it, or regenerate it: `lit-train promote {bundle} <version> --instance-kind gpu|cpu`"
@@ -416,7 +385,7 @@ def promoted_config(
         raise ValueError(f"it names model {config.name!r}, not {model!r}: {fix}")
     if config.backend != BACKEND:
         raise ValueError(f"its backend is {config.backend or '(none)'!r}, not {BACKEND!r}: {fix}")
-    target = _model_config_pb2().ModelConfig()
+    target = model_config_pb2().ModelConfig()
     target.CopyFrom(config)
     fields: dict[str, str] = {}  # top-level field -> its new text
     if not config.name:  # Triton defaults it to the folder's name; check_config wants it spelled out
@@ -482,7 +451,7 @@ def _reprofile(config: Any, encoder: EncoderSpec, sequence_length: int | None) -
 
 def _rewarm(config: Any, encoder: EncoderSpec, sequence_length: int | None) -> bool:
     """Point each warm-up sample at the encoder's inputs, keeping its batch size and data; True if any."""
-    pb2 = _model_config_pb2()
+    pb2 = model_config_pb2()
     for sample in config.model_warmup:
         data = {entry.WhichOneof("input_data_type") for entry in sample.inputs.values()}
         if "input_data_file" in data:
