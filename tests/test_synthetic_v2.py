@@ -100,8 +100,14 @@ def test_no_heldout_pair_is_shown_in_lit_even_as_a_distractor(lit_scenes: list[s
             assert (
                 d.shape != plan.target.shape
                 and d.colour != plan.target.colour
-                and d.scale < plan.target.scale
+                and d.scale <= 0.55 * plan.target.scale + 1e-9
             )
+
+
+def test_the_subject_is_always_clearly_the_largest_shape(lit_scenes: list[scenes.Scene]) -> None:
+    """Distractors stay at most 0.55x the target, so an image is never ambiguous about what it shows."""
+    ratios = [d.scale / plan.target.scale for plan in lit_scenes for d in plan.distractors]
+    assert ratios and max(ratios) <= 0.55 + 1e-9
 
 
 def _mentions(caption: str, phrase: str) -> bool:

@@ -177,6 +177,7 @@ class PretrainConfig(Strict):
     lr: float = 2e-3
     weight_decay: float = 1e-4
     train_size: int = 12000
+    workers: int = Field(default=2, ge=1, description="processes that render the pretraining images")
     image: ImageTowerConfig = Field(default_factory=ImageTowerConfig)
     data: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
 

@@ -37,7 +37,9 @@ from training.data.vocabulary import (
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 _STREAMS = {"fill": 1, "size": 2, "background": 3, "distractors": 4, "named": 5, "jpeg": 6}
-_DISTRACTOR_P = np.cumsum([0.4, 0.25, 0.2, 0.15])
+# Bumped whenever version 2's plans or pixels change: feature caches of older renders then miss.
+REVISION = 2
+_DISTRACTOR_P = np.cumsum([0.45, 0.3, 0.15, 0.1])
 _SOLID_ONLY_MASK = np.isin(np.arange(len(SHAPES_V2)), sorted(SOLID_ONLY))
 
 
@@ -188,7 +190,8 @@ def plan(key: tuple[int, int, int], factors: dict[str, int], pool: np.ndarray, h
     for _ in range(factors["distractors"]):
         other = int(candidates[rng.integers(len(candidates))])
         d_shape, d_colour = divmod(other, len(COLOURS_V2))
-        d_scale = min(max(scale * rng.uniform(0.3, 0.6), 0.1), 0.8 * scale)
+        # At most 0.55x the target: the subject is always clearly the largest shape in the picture.
+        d_scale = min(max(scale * rng.uniform(0.25, 0.5), 0.1), 0.55 * scale)
         if rng.random() < 0.25:  # on the target's edge: occludes it if drawn in front
             angle, reach = rng.uniform(0, 2 * np.pi), scale / 2 * rng.uniform(0.7, 1.1)
             where = tuple(

@@ -389,4 +389,6 @@ class SyntheticPairs(torch.utils.data.Dataset):
             "split": self.split,
             "size": self.size,
         }
+        if self.world.version == 2:
+            spec["revision"] = scenes.REVISION
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()

@@ -97,7 +97,7 @@ SOLID_ONLY: frozenset[int] = frozenset({SHAPES_V2.index("circle"), SHAPES_V2.ind
 FILLS: tuple[str, ...] = ("solid", "outlined")
 SIZE_BUCKETS: tuple[str, ...] = ("small", "medium", "large")
 # Target extent (circumdiameter) as a fraction of the image side, per size bucket.
-SIZE_RANGES: tuple[tuple[float, float], ...] = ((0.15, 0.35), (0.35, 0.6), (0.6, 0.9))
+SIZE_RANGES: tuple[tuple[float, float], ...] = ((0.22, 0.38), (0.38, 0.6), (0.6, 0.9))
 BACKGROUNDS: tuple[str, ...] = (
     "light",
     "dark",

@@ -1,0 +1,70 @@
+"""Render a synthetic split once, in worker processes, into one compact uint8 tensor.
+
+Pretraining samples the same images many times (with quarter turns and mirror images on top); keeping them
+as uint8 at the tower's input size costs a quarter of float32's memory, and :func:`normalise` turns a batch
+into exactly what :func:`lit_bundle.preprocess.preprocess_image` would have produced image by image.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from functools import partial
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lit_bundle import PreprocessSpec
+from lit_bundle.preprocess import resize_and_crop
+from training.data.synthetic import Split, SyntheticWorld
+
+CHUNK = 256
+
+
+def _render_chunk(
+    world: SyntheticWorld, split: Split, spec: PreprocessSpec, bounds: tuple[int, int]
+) -> np.ndarray:
+    start, stop = bounds
+    images = []
+    for index in range(start, stop):
+        image = world.sample(split, index)[0].convert("RGB")
+        images.append(np.asarray(resize_and_crop(image, spec), dtype=np.uint8))
+    return np.stack(images)
+
+
+def render_uint8(
+    world: SyntheticWorld,
+    split: Split,
+    count: int,
+    spec: PreprocessSpec,
+    workers: int = 1,
+    progress: bool = False,
+    desc: str = "rendering images",
+) -> torch.Tensor:
+    """Samples ``0..count-1`` of ``split`` as a ``(count, 3, size, size)`` uint8 tensor, resized and cropped
+    as ``spec`` says; ``workers`` > 1 renders in that many processes (the result is the same)."""
+    bounds = [(start, min(start + CHUNK, count)) for start in range(0, count, CHUNK)]
+    job = partial(_render_chunk, world, split, spec)
+    bar = tqdm(total=count, desc=desc, disable=not progress)
+    chunks: list[np.ndarray] = []
+    if workers <= 1 or len(bounds) <= 1:
+        for chunk_bounds in bounds:
+            chunks.append(job(chunk_bounds))
+            bar.update(len(chunks[-1]))
+    else:
+        # spawn: the parent holds torch's thread pools, which a forked child must not inherit.
+        with multiprocessing.get_context("spawn").Pool(min(workers, len(bounds))) as pool:
+            for chunk in pool.imap(job, bounds):
+                chunks.append(chunk)
+                bar.update(len(chunk))
+    bar.close()
+    if not chunks:
+        return torch.empty((0, 3, spec.size, spec.size), dtype=torch.uint8)
+    return torch.from_numpy(np.concatenate(chunks)).permute(0, 3, 1, 2).contiguous()
+
+
+def normalise(pixels: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    """uint8 ``(N, 3, H, W)`` -> the float32 input :func:`~lit_bundle.preprocess.preprocess_image` makes."""
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (pixels.float() / 255.0 - mean) / std
