@@ -29,6 +29,7 @@ TINY = [
     "data.synthetic.image_size=32",
     "data.synthetic.train_size=64",
     "data.synthetic.eval_size=128",
+    "data.synthetic.eval_seeds=1",
 ]
 
 

@@ -36,6 +36,10 @@ class ImageTowerConfig(Strict):
     )
     image_size: int = 64
     width: int = 64
+    pooling: Literal["avg", "avgmax"] = Field(
+        default="avg",
+        description="builtin: global average pooling, or average and max side by side (twice the width)",
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra constructor arguments (timm)")
 
 
@@ -73,6 +77,9 @@ class SyntheticDataConfig(Strict):
     )
     train_size: int = 20000
     eval_size: int = 2048
+    eval_seeds: int = Field(
+        default=1, ge=1, description="final evaluation on this many world seeds (figures are their means)"
+    )
 
 
 class DataConfig(Strict):

@@ -11,6 +11,7 @@ from torch import nn
 
 from lit_bundle.manifest import EvaluationData, VariantPrecision
 from training.config import TrainConfig
+from training.data.scenes import REVISION
 from training.data.synthetic import SyntheticPairs
 from training.encoders import TorchEncoders
 from training.export import ExportRequest
@@ -22,7 +23,8 @@ from training.sources import world_for
 from training.templates import load_templates
 from training.user_eval import CheckInputs, EvaluationSets, check_inputs, evaluate_sets, images_in
 from training.variant_data import labelled_gate_set, synthetic_gate_set, variant_request
-from training.zero_shot import Evaluation, evaluate_synthetic
+from training.world_eval import evaluate_world
+from training.zero_shot import Evaluation
 
 
 class LiTImageEncoder(nn.Module):
@@ -56,18 +58,21 @@ def _synthetic_checks(
 ) -> tuple[Evaluation, CheckInputs]:
     """The synthetic evaluation split: metrics, and its images and class prompts as check inputs."""
     world = world_for(cfg.data)
-    size = cfg.data.synthetic.eval_size
-    evaluation = evaluate_synthetic(model, world, size, templates, progress=progress)
+    size, seeds = cfg.data.synthetic.eval_size, cfg.data.synthetic.eval_seeds
+    evaluation = evaluate_world(model, cfg.data, templates, progress=progress)
+    identity = f"synthetic-v1\n{world.seed}\n{world.image_size}\n{size}"  # version 1, one seed: as before
+    source = f"synthetic world seed={world.seed} image_size={world.image_size}"
+    if world.version != 1 or seeds != 1:
+        identity += f"\nversion={world.version} revision={REVISION} seeds={seeds}"
+        source += f" version={world.version} seeds={seeds} (+ second renderer)"
     evaluation.data.append(
         EvaluationData(
             kind="synthetic",
-            source=f"synthetic world seed={world.seed} image_size={world.image_size}",
+            source=source,
             split="heldout",
-            images=size,
+            images=size * seeds,
             texts=len(world.class_names),
-            sha256=hashlib.sha256(
-                f"synthetic-v1\n{world.seed}\n{world.image_size}\n{size}".encode()
-            ).hexdigest(),
+            sha256=hashlib.sha256(identity.encode()).hexdigest(),
             metrics=tuple(evaluation.metrics),
         )
     )

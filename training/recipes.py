@@ -15,12 +15,12 @@ from training.config import LitMode, PretrainConfig, TrainConfig, load_config, w
 from training.encoders import TorchEncoders
 from training.factory import load_trained
 from training.model import LiTModel
-from training.ood_eval import ood_top1
 from training.pretrain import pretrain_tower
 from training.sources import world_for
 from training.templates import load_templates
 from training.train import train
 from training.user_eval import EvaluationSets, evaluate_sets
+from training.world_eval import evaluate_world
 from training.zero_shot import Evaluation, evaluate_synthetic, report
 
 
@@ -67,17 +67,12 @@ class RunSummary:
 
 
 def evaluate_trained(model: LiTModel, cfg: TrainConfig, progress: bool = True) -> Evaluation:
-    """The evaluation a training run ends with: the synthetic world's held-out split and the second
-    renderer's out-of-distribution set (``ood_top1``, ``ood_light_top1``, ``ood_dark_top1``), or on the
+    """The evaluation a training run ends with: on the synthetic world, :func:`evaluate_world` (held-out
+    split and the second renderer's out-of-distribution set, over ``data.synthetic.eval_seeds`` seeds), on the
     user's data the config's evaluation sets (else the held-out split; nothing when there is none)."""
     templates = load_templates(cfg.templates)
     if cfg.data.kind == "synthetic" and not cfg.evaluation.zero_shot:
-        evaluation = evaluate_synthetic(
-            model, world_for(cfg.data), cfg.data.synthetic.eval_size, templates, progress
-        )
-        ood = ood_top1(TorchEncoders(model), templates)  # the second renderer: a world it never saw
-        evaluation.metrics.update({f"ood_{key}": value for key, value in ood.items()})
-        return evaluation
+        return evaluate_world(model, cfg.data, templates, progress)
     sets = EvaluationSets.for_config(cfg, templates)
     if sets.zero_shot is None and sets.retrieval is None:
         return Evaluation({}, None, [], [])

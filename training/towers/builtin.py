@@ -7,6 +7,7 @@ on synthetic factor labels and writes a safetensors state dict.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors.torch import load_file
@@ -30,9 +31,16 @@ def _stage(in_ch: int, out_ch: int) -> nn.Sequential:
 
 
 class DemoCNN(ImageTower):
-    """Four conv-BN-ReLU stages (64 -> 32 -> 16 -> 8 -> 4 pixels), then global average pooling."""
+    """Four conv-BN-ReLU stages (64 -> 32 -> 16 -> 8 -> 4 pixels), then global pooling.
 
-    def __init__(self, width: int = 64, image_size: int = 64) -> None:
+    ``pooling="avgmax"`` concatenates global average and max pooling: a small shape fills a few of the last
+    16 positions, and the max keeps what the average dilutes with background (measured on the synthetic
+    world version 2: 79% against 77% of images with shape and colour both right, at equal steps and time).
+    """
+
+    def __init__(
+        self, width: int = 64, image_size: int = 64, pooling: Literal["avg", "avgmax"] = "avg"
+    ) -> None:
         super().__init__()
         widths = (width // 2, width, 2 * width, 4 * width)
         stages, in_ch = [], 3
@@ -40,7 +48,8 @@ class DemoCNN(ImageTower):
             stages.append(_stage(in_ch, out_ch))
             in_ch = out_ch
         self.stages = nn.Sequential(*stages)
-        self.output_dim = widths[-1]
+        self.pooling = pooling
+        self.output_dim = widths[-1] * (2 if pooling == "avgmax" else 1)
         self.preprocess = PreprocessSpec(
             size=image_size, interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
         )
@@ -49,7 +58,11 @@ class DemoCNN(ImageTower):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.stages(pixels).mean(dim=(2, 3))
+        maps = self.stages(pixels)
+        pooled = maps.mean(dim=(2, 3))
+        if self.pooling == "avgmax":
+            return torch.cat([pooled, maps.amax(dim=(2, 3))], dim=1)
+        return pooled
 
 
 def load_state_dict_file(module: nn.Module, path: Path) -> None:
@@ -67,7 +80,7 @@ def load_state_dict_file(module: nn.Module, path: Path) -> None:
 
 
 def build_builtin(cfg: ImageTowerConfig, pretrained: bool) -> DemoCNN:
-    tower = DemoCNN(width=cfg.width, image_size=cfg.image_size)
+    tower = DemoCNN(width=cfg.width, image_size=cfg.image_size, pooling=cfg.pooling)
     if not pretrained:
         return tower
     if cfg.weights is None:
