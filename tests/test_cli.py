@@ -5,10 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from training.ablation import run_ablation
 from training.cli import app
-from training.recipes import run_ablation
 
 TINY = [
     "pretrain.steps=3",
@@ -52,14 +53,28 @@ def test_demo_builds_evaluates_and_reports(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "ev" / "report.json").read_text())["metrics"]["eval_images"] == 64
 
 
-def test_ablation_writes_a_table(tmp_path: Path) -> None:
-    summaries = run_ablation(
-        tmp_path, modes=("Lu", "uu"), overrides=[*TINY, f"cache_dir={tmp_path / 'c'}"], progress=False
+def test_ablation_writes_a_table_with_the_spread_over_seeds(tmp_path: Path) -> None:
+    results = run_ablation(
+        tmp_path, rows=("Lu", "uu"), seeds=2, overrides=[*TINY, f"cache_dir={tmp_path / 'c'}"], progress=False
     )
-    assert [s.mode for s in summaries] == ["Lu", "uu"]
-    assert [s.cache_used for s in summaries] == [True, False]
+    assert list(results) == ["Lu", "uu"] and [len(runs) for runs in results.values()] == [2, 2]
+    assert [runs[0].cache_used for runs in results.values()] == [True, False]
+    rows = json.loads((tmp_path / "ablation.json").read_text())
+    for row in rows:
+        held = [run["heldout_top1"] for run in row["runs"]]
+        assert row["heldout_top1"] == pytest.approx(sum(held) / 2)
+        assert row["heldout_top1_std"] == pytest.approx(abs(held[0] - held[1]) / 2**0.5)
+        assert [run["seed"] for run in row["runs"]] == [0, 1]
     table = (tmp_path / "ablation.md").read_text()
-    assert "| Lu |" in table and "| uu |" in table
+    assert "| Lu |" in table and "| uu |" in table and "over 2 seed(s)" in table
+    assert (tmp_path / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "Lu-seed1").is_dir()
+
+
+def test_an_unknown_ablation_row_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rows must be among"):
+        run_ablation(tmp_path, rows=("Lx",), overrides=TINY, progress=False)
+    assert not any(tmp_path.iterdir())
 
 
 def test_bad_config_fails_fast_naming_the_key(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 import training.retrain
+from training.ablation import ABLATION_ROWS
 from training.config import ConfigError, PretrainConfig, TrainConfig, load_config, with_updates
-from training.recipes import ABLATION_MODES, builtin_config, demo_config, demo_pretrain_config
+from training.recipes import builtin_config, demo_config, demo_pretrain_config
 from training.retrain import DRY_RUN_CONFIG, RetrainOptions, training_config
 
 DEMO = builtin_config("demo.yaml")
@@ -51,11 +52,12 @@ def test_demo_and_ablation_configs_equal_the_former_string_route(tmp_path: Path)
     demo = demo_config(tmp_path, user)
     assert demo == former
     assert (demo.out_dir, demo.model.image.weights, demo.steps) == (tmp_path / "lit", tower, 3)
-    for mode in ABLATION_MODES:
-        forced = [f"out_dir={tmp_path / mode}", f"model.image.weights={tower}", f"model.mode={mode}"]
-        ablation = demo_config(tmp_path, user, mode)
-        assert ablation == load_config(TrainConfig, DEMO, [*forced, *user])
-        assert (ablation.model.mode, ablation.out_dir) == (mode, tmp_path / mode)
+    for row, row_overrides in ABLATION_ROWS.items():  # a row is the demo plus its overrides; the user's win
+        ablation = demo_config(tmp_path, [*row_overrides, *user])
+        assert ablation == load_config(
+            TrainConfig, DEMO, [f"out_dir={tmp_path / 'lit'}", *forced[1:], *row_overrides, *user]
+        )
+        assert ablation.model.mode == {"LU": "LU", "Uu": "Uu", "uu": "uu"}.get(row, "Lu")
     # as before, the user's overrides win over what the recipe sets
     assert demo_config(tmp_path, ["out_dir=/elsewhere"]).out_dir == Path("/elsewhere")
 

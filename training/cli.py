@@ -190,30 +190,34 @@ def demo_cmd(
 @app.command("ablation")
 def ablation_cmd(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/ablation"),
+    row: Annotated[
+        list[str] | None,
+        typer.Option(help="a row to run (repeat; default all): Lu, LU, Uu, uu, 'Lu sigmoid'"),
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="runs per row, seeds 0..N-1")] = 3,
     overrides: Overrides = None,
     quiet: Quiet = False,
 ) -> None:
-    """The paper's ablation on the synthetic world: Lu vs Uu vs uu at equal step budgets."""
-    from training.recipes import run_ablation
+    """The paper's ablation on the synthetic world: Lu, LU (MiniLM), Uu, uu and sigmoid at equal steps."""
+    from training.ablation import ABLATION_ROWS, run_ablation, summarise
 
     try:
-        summaries = run_ablation(out, overrides=overrides or [], progress=not quiet)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-    table = Table(title="LiT ablation (synthetic world, equal steps)")
-    for column in ("mode", "held-out top-1", "seen top-1", "tuning time (s)", "feature cache"):
-        table.add_column(column)
-    for s in summaries:
-        m = s.evaluation.metrics
-        table.add_row(
-            s.mode,
-            f"{100 * m['heldout_top1']:.1f}%",
-            f"{100 * m['seen_top1']:.1f}%",
-            f"{s.train_seconds:.0f}",
-            "yes" if s.cache_used else "no",
+        results = run_ablation(
+            out, rows=row or tuple(ABLATION_ROWS), seeds=seeds, overrides=overrides or [], progress=not quiet
         )
+    except (ConfigError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    table = Table(title=f"LiT ablation (synthetic world, equal steps, {seeds} seed(s): mean ± sd)")
+    for column in ("row", "held-out top-1", "seen top-1", "second renderer", "tuning time (s)"):
+        table.add_column(column)
+    for entry in summarise(results):
+        cells = [
+            f"{100 * entry[k]:.1f} ± {100 * entry[k + '_std']:.1f}%"
+            for k in ("heldout_top1", "seen_top1", "ood_top1")
+        ]
+        table.add_row(entry["row"], *cells, f"{entry['train_seconds']:.0f}")
     console.print(table)
-    console.print(f"written: {Path(out) / 'ablation.md'}")
+    console.print(f"written: {Path(out) / 'ablation.md'}, ablation.json, ablation.png")
 
 
 @app.command("retrain")

@@ -1,4 +1,4 @@
-"""Multi-stage recipes: the demo model from nothing, and the paper's LiT-mode ablation."""
+"""Multi-stage recipes: the demo model from nothing (:mod:`training.ablation` builds on it)."""
 
 from __future__ import annotations
 
@@ -111,13 +111,10 @@ def demo_pretrain_config(
     return with_updates(cfg, {"out": tower})
 
 
-def demo_config(out: Path, overrides: Sequence[str] = (), mode: LitMode | None = None) -> TrainConfig:
-    """The demo's LiT config on the tower in ``out``: the run goes to ``out/lit``, or ``out/<mode>`` for
-    a mode of the ablation. The user's ``overrides`` win over all of these, as they always have."""
+def demo_config(out: Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """The demo's LiT config on the tower in ``out``, the run going to ``out/lit``; ``overrides`` win."""
     out = Path(out)
-    defaults: dict[str, Any] = {"out_dir": out / (mode or "lit"), "model.image.weights": out / TOWER_FILE}
-    if mode is not None:
-        defaults["model.mode"] = mode
+    defaults: dict[str, Any] = {"out_dir": out / "lit", "model.image.weights": out / TOWER_FILE}
     return load_config(TrainConfig, builtin_config("demo.yaml"), overrides, defaults)
 
 
@@ -144,48 +141,3 @@ def build_demo(out: Path, overrides: Sequence[str] = (), progress: bool = True) 
     )
     write_atomic(out / "summary.json", json.dumps(summary.evaluation.metrics, indent=1))
     return summary
-
-
-ABLATION_MODES: tuple[LitMode, ...] = ("Lu", "Uu", "uu")
-
-
-def run_ablation(
-    out: Path, modes: Sequence[LitMode] = ABLATION_MODES, overrides: Sequence[str] = (), progress: bool = True
-) -> list[RunSummary]:
-    """The paper's LiT-mode ablation on the synthetic world with equal step budgets.
-
-    Overrides work as for :func:`build_demo`; every mode gets the same ones.
-    """
-    out = Path(out)
-    pretrain_overrides, overrides = split_overrides(overrides)
-    pretrain_tower(demo_pretrain_config(out / TOWER_FILE, pretrain_overrides), progress=progress)
-    summaries = []
-    for mode in modes:
-        cfg = demo_config(out, overrides, mode)
-        summaries.append(tune_and_evaluate(cfg, progress=progress, title=f"LiT ablation: {mode}"))
-    rows = [
-        {
-            "mode": s.mode,
-            "heldout_top1": s.evaluation.metrics["heldout_top1"],
-            "seen_top1": s.evaluation.metrics["seen_top1"],
-            "train_seconds": round(s.train_seconds, 1),
-            "feature_cache": s.cache_used,
-        }
-        for s in summaries
-    ]
-    write_atomic(out / "ablation.json", json.dumps(rows, indent=1))
-    write_atomic(out / "ablation.md", ablation_markdown(rows))
-    return summaries
-
-
-def ablation_markdown(rows: list[dict]) -> str:
-    lines = [
-        "| mode | held-out top-1 | seen top-1 | tuning wall time (s) | feature cache |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['mode']} | {100 * r['heldout_top1']:.1f}% | {100 * r['seen_top1']:.1f}% | "
-            f"{r['train_seconds']:.0f} | {'yes' if r['feature_cache'] else 'no'} |"
-        )
-    return "\n".join(lines) + "\n"
