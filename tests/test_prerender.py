@@ -4,13 +4,17 @@ it (training/pretrain.py)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from lit_bundle import PreprocessSpec
 from lit_bundle.preprocess import preprocess_image
-from training.data.prerender import normalise, render_uint8
-from training.data.synthetic import SyntheticWorld
+from training.config import DataConfig
+from training.data.pairs import PixelTransform
+from training.data.prerender import PrerenderedPairs, normalise, render_uint8
+from training.data.synthetic import SyntheticPairs, SyntheticWorld
 from training.pretrain import factor_classes, turn_and_mirror
+from training.sources import pair_dataset
 
 SPEC = PreprocessSpec(size=32, interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -59,3 +63,21 @@ def test_turns_and_mirrors_keep_the_pixels_and_cover_all_eight_views() -> None:
     assert len(views) == 8
     out = turn_and_mirror(image, rng)
     assert torch.equal(out.flatten(1).sort().values, image.flatten(1).sort().values)
+
+
+def test_prerendered_pairs_are_the_synthetic_pairs_they_replace() -> None:
+    world = SyntheticWorld(image_size=32, seed=2, version=2)
+    lazy = SyntheticPairs(world, "lit", 40, PixelTransform(SPEC))
+    rendered = PrerenderedPairs(world, "lit", 40, SPEC, workers=1)
+    assert rendered.fingerprint() == lazy.fingerprint()  # the same data: the feature cache key stays
+    for i in (0, 17, 39):
+        assert torch.equal(rendered[i][0], lazy[i][0]) and rendered[i][1] == lazy[i][1]
+    with pytest.raises(IndexError):
+        rendered[40]
+
+
+def test_the_data_config_chooses_prerendering() -> None:
+    cfg = DataConfig(kind="synthetic", synthetic={"image_size": 32, "train_size": 8, "prerender": True})
+    assert isinstance(pair_dataset(cfg, PixelTransform(SPEC)), PrerenderedPairs)
+    plain = cfg.model_copy(update={"synthetic": cfg.synthetic.model_copy(update={"prerender": False})})
+    assert type(pair_dataset(plain, PixelTransform(SPEC))) is SyntheticPairs

@@ -80,6 +80,11 @@ class SyntheticDataConfig(Strict):
     eval_seeds: int = Field(
         default=1, ge=1, description="final evaluation on this many world seeds (figures are their means)"
     )
+    prerender: bool = Field(
+        default=False,
+        description="render the training pairs once into memory (uint8) instead of on every read: for "
+        "unlocked image towers, which read each image once per epoch",
+    )
 
 
 class DataConfig(Strict):

@@ -11,7 +11,8 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 
 from training.config import DataConfig
-from training.data.pairs import ManifestPairs
+from training.data.pairs import ManifestPairs, PixelTransform
+from training.data.prerender import PrerenderedPairs
 from training.data.split import Split
 from training.data.synthetic import SyntheticPairs, SyntheticWorld
 from training.data.webdataset import WebDatasetPairs
@@ -34,6 +35,10 @@ def pair_dataset(
     order, by the one process that iterates them.
     """
     if cfg.kind == "synthetic":
+        if cfg.synthetic.prerender and isinstance(transform, PixelTransform):
+            return PrerenderedPairs(
+                world_for(cfg), "lit", cfg.synthetic.train_size, transform.spec, max(1, cfg.workers)
+            )
         return SyntheticPairs(world_for(cfg), "lit", cfg.synthetic.train_size, transform)
     if cfg.path is None:
         raise ValueError(f"data.path is required for data.kind={cfg.kind} (a manifest file or shard pattern)")
