@@ -111,7 +111,7 @@ def test_models_of_a_gateway_with_several(pair: str, mode: str) -> None:
         ("lit_missing", "failed"),
     ]
     demo, missing = info.get("lit_demo"), info.get("lit_missing")
-    assert demo is not None and (demo.version, demo.embed_dim, demo.image_size) == (1, 128, 64)
+    assert demo is not None and (demo.version, demo.embed_dim, demo.image_size) == (1, 256, 64)
     assert missing is not None and "lit_missing" in (missing.error or "")
     assert (missing.version, missing.backend, missing.embed_dim, missing.providers) == (None, None, None, [])
     assert info.get("nope") is None

@@ -216,7 +216,7 @@ def test_models_lists_every_model(pair: str, tree: Path) -> None:
         ("lit_other", "ready", True),
         ("lit_missing", "failed", False),
     ]
-    assert (records[0]["version"], records[0]["embed_dim"], records[0]["image_size"]) == (1, 128, 64)
+    assert (records[0]["version"], records[0]["embed_dim"], records[0]["image_size"]) == (1, 256, 64)
     assert "lit_missing" in records[2]["error"] and records[2]["version"] is None
 
     table = lit(tree, pair, "models")
@@ -226,14 +226,14 @@ def test_models_lists_every_model(pair: str, tree: Path) -> None:
     for column in columns:
         assert f" {column} " in header
     (other,) = [line for line in table.stdout.splitlines() if " lit_other " in line]
-    assert " ready " in other and " onnxruntime " in other and " 128 " in other and " yes " in other
+    assert " ready " in other and " onnxruntime " in other and " 256 " in other and " yes " in other
     (missing,) = [line for line in table.stdout.splitlines() if " lit_missing " in line]
     assert " failed " in missing
 
     rows = list(csv.DictReader(io.StringIO(lit(tree, pair, "models", "-f", "csv").stdout)))
     assert [(r["name"], r["dim"], r["default"]) for r in rows] == [
-        ("lit_demo", "128", ""),
-        ("lit_other", "128", "yes"),
+        ("lit_demo", "256", ""),
+        ("lit_other", "256", "yes"),
         ("lit_missing", "", ""),
     ]
 

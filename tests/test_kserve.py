@@ -109,8 +109,8 @@ def test_model_metadata_of_both_kinds(client: triton.InferenceServerClient) -> N
     assert embed["name"] == "lit_demo.embed" and embed["versions"] == ["1"]
     assert [t["name"] for t in embed["inputs"]] == ["images", "texts"]
     assert [(t["name"], t["shape"]) for t in embed["outputs"]] == [
-        ("image_embeddings", [-1, 128]),
-        ("text_embeddings", [-1, 128]),
+        ("image_embeddings", [-1, 256]),
+        ("text_embeddings", [-1, 256]),
     ]
     assert "serves version 1" in refused(404, client.get_model_metadata, "lit_demo", "3")
     message = refused(404, client.get_model_metadata, "lit_demo.text")
@@ -208,7 +208,7 @@ def test_embeddings_equal_v1(server: str, client: triton.InferenceServerClient) 
         image_embeddings, v1_embeddings(server, "image", {"images": encoded}), atol=1e-6
     )
     np.testing.assert_allclose(text_embeddings, v1_embeddings(server, "text", {"texts": texts}), atol=1e-6)
-    assert image_embeddings.shape == (3, 128) and text_embeddings.shape == (3, 128)
+    assert image_embeddings.shape == (3, 256) and text_embeddings.shape == (3, 256)
 
 
 def test_embeddings_of_one_kind(server: str, client: triton.InferenceServerClient) -> None:

@@ -121,8 +121,8 @@ def test_model_metadata_of_both_kinds(gateway: SimpleNamespace, client: triton.I
         ("templates", "BYTES", [-1]),
     ]
     assert [(t.name, list(t.shape)) for t in client.get_model_metadata("lit_demo.embed").outputs] == [
-        ("image_embeddings", [-1, 128]),
-        ("text_embeddings", [-1, 128]),
+        ("image_embeddings", [-1, 256]),
+        ("text_embeddings", [-1, 256]),
     ]
     assert "serves version 1" in refused("NOT_FOUND", client.get_model_metadata, "lit_demo", "3")
     assert "lit_demo, lit_demo.embed" in refused("NOT_FOUND", client.get_model_metadata, "lit_demo.text")
@@ -226,7 +226,7 @@ def test_embeddings_equal_v1(gateway: SimpleNamespace, client: triton.InferenceS
     result = client.infer("lit_demo.embed", inputs)
     encoded = [base64.b64encode(b).decode() for b in blobs]
     image_embeddings = result.as_numpy("image_embeddings")
-    assert image_embeddings.shape == (3, 128)
+    assert image_embeddings.shape == (3, 256)
     np.testing.assert_allclose(
         image_embeddings, v1_embeddings(gateway.http, "image", {"images": encoded}), atol=1e-6
     )
@@ -248,7 +248,7 @@ def test_requested_outputs(gateway: SimpleNamespace, client: triton.InferenceSer
     both = client.infer("lit_demo.embed", inputs, outputs=wanted)
     assert [o.name for o in both.get_response().outputs] == ["text_embeddings", "image_embeddings"]
     np.testing.assert_array_equal(both.as_numpy("text_embeddings"), only.as_numpy("text_embeddings"))
-    assert both.as_numpy("image_embeddings").shape == (2, 128)
+    assert both.as_numpy("image_embeddings").shape == (2, 256)
     texts_only = [bytes_input("texts", texts)]
     assert [o.name for o in client.infer("lit_demo.embed", texts_only).get_response().outputs] == [
         "text_embeddings"

@@ -157,7 +157,7 @@ def test_a_bad_image_is_a_bad_request(gateway: SimpleNamespace, pictures: list[b
         ({"input": ["x"], "extra_body": {"modality": "image"}}, "invalid_base64", "base64"),
         ({"input": [[101, 2023, 102]]}, "invalid_input", "token arrays"),
         ({"input": []}, "invalid_input", "at least one"),
-        ({"input": ["x"], "dimensions": 64}, "invalid_dimensions", "fixed size of 128"),
+        ({"input": ["x"], "dimensions": 64}, "invalid_dimensions", "fixed size of 256"),
         ({"input": ["x"], "extra_body": {"modality": "video"}}, "invalid_body", "modality"),
         ({"input": ["x"] * 5000}, "too_many_texts", "limit"),
     ],
@@ -170,8 +170,8 @@ def test_bad_input_raises_bad_request(gateway: SimpleNamespace, kwargs: dict, co
 
 
 def test_the_model_s_own_size_is_accepted(gateway: SimpleNamespace) -> None:
-    answer = gateway.sdk.embeddings.create(model=MODEL, input=["x"], dimensions=128)
-    assert len(answer.data[0].embedding) == 128
+    answer = gateway.sdk.embeddings.create(model=MODEL, input=["x"], dimensions=256)
+    assert len(answer.data[0].embedding) == 256
 
 
 def test_a_url_may_be_embedded_as_text(gateway: SimpleNamespace) -> None:

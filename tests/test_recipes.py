@@ -85,7 +85,14 @@ def test_retrain_dry_run_configs_equal_the_former_string_route(
         tower,
         9,
     )
-    sizes = ["image.image_size=32", "image.width=16", "data.image_size=32"]
+    # the tower the LiT config describes (size, width, pooling) on its world (image size, version)
+    sizes = [
+        "image.image_size=32",
+        "image.width=16",
+        "image.pooling=avg",
+        "data.image_size=32",
+        "data.version=1",
+    ]
     budget = ["steps=1200", "batch_size=64", "train_size=8000"]
     former_pretrain = load_config(PretrainConfig, DEMO_PRETRAIN, [*sizes, *budget, "steps=7", f"out={tower}"])
     assert pretrained == [former_pretrain]

@@ -22,6 +22,7 @@ from lit_bundle.manifest import PrecisionGate, read_manifest, variant
 from lit_bundle.repository import active_version, load_bundle, versions
 from tests.helpers import tiny_checkpoint
 from training.cli import app
+from training.data.second_renderer import write_set
 from training.export import export_bundle, image_batch
 from training.export_checkpoint import request_from_checkpoint
 from training.precision_gate import EncoderFiles, GateSet, measure_gate
@@ -177,7 +178,22 @@ def test_the_cli_adds_a_variant_and_refuses_what_it_cannot_make(tmp_path: Path) 
     runner = CliRunner()
     refused = runner.invoke(app, ["add-variant", "lit_demo", "--precision", "bf16", "-r", str(repository)])
     assert refused.exit_code == 2 and "bf16 is not supported yet" in " ".join(refused.output.split())
-    done = runner.invoke(app, ["add-variant", "lit_demo", "--precision", "int8", "-r", str(repository)])
+    # Gated on the world's own cluttered evaluation split, int8 flips 1% of the top-1 answers: refused.
+    strict = runner.invoke(app, ["add-variant", "lit_demo", "--precision", "int8", "-r", str(repository)])
+    assert strict.exit_code == 2 and "no variant passed its gate" in " ".join(strict.output.split())
+    assert active_version(repository, "lit_demo") == 1
+    write_set(tmp_path / "gate", per_class=32, seed=0)  # clean single shapes of the second renderer
+    args = [
+        "add-variant",
+        "lit_demo",
+        "--precision",
+        "int8",
+        "-r",
+        str(repository),
+        "--eval-set",
+        str(tmp_path / "gate"),
+    ]
+    done = runner.invoke(app, args)
     assert done.exit_code == 0, done.output
     said = " ".join(done.output.split())
     assert "published lit_demo v2" in said and "int8 variant published" in said

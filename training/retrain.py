@@ -308,12 +308,14 @@ def _missing_tower(cfg: TrainConfig) -> bool:
 
 
 def tower_config(cfg: TrainConfig, tower: Path, overrides: Sequence[str], dry_run: bool) -> PretrainConfig:
-    """The demo tower recipe at ``cfg``'s sizes (a dry run: at its small budget), saving to ``tower``;
-    the user's ``pretrain.*`` ``overrides`` (prefix removed) win over both."""
+    """The demo tower recipe for ``cfg``'s tower and world (a dry run: at its small budget), saving to
+    ``tower``; the user's ``pretrain.*`` ``overrides`` (prefix removed) win over both."""
     defaults: dict[str, Any] = {
         "image.image_size": cfg.model.image.image_size,
         "image.width": cfg.model.image.width,
+        "image.pooling": cfg.model.image.pooling,
         "data.image_size": cfg.data.synthetic.image_size,
+        "data.version": cfg.data.synthetic.version,
     }
     if dry_run:
         defaults.update(DRY_RUN_PRETRAIN)
