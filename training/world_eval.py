@@ -47,7 +47,8 @@ def evaluate_world(
         ood = ood_top1(TorchEncoders(model), templates, seed=k)  # the second renderer: a world it never saw
         evaluation.metrics.update({f"ood_{key}": value for key, value in ood.items()})
         runs.append(evaluation.metrics)
-        first = first or evaluation
+        if first is None:
+            first = evaluation
     assert first is not None  # eval_seeds >= 1
     metrics = {key: statistics.fmean(run[key] for run in runs) for key in first.metrics}
     for key in SPREAD_KEYS:
