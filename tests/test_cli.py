@@ -71,6 +71,19 @@ def test_ablation_writes_a_table_with_the_spread_over_seeds(tmp_path: Path) -> N
     assert (tmp_path / "Lu-seed1").is_dir()
 
 
+def test_rows_run_in_separate_invocations_share_the_tower_and_the_table(tmp_path: Path) -> None:
+    overrides = [*TINY, f"cache_dir={tmp_path / 'c'}"]
+    run_ablation(tmp_path, rows=("Lu",), seeds=1, overrides=overrides, progress=False)
+    tower = (tmp_path / "tower.safetensors").stat().st_mtime_ns
+    run_ablation(tmp_path, rows=("uu",), seeds=1, overrides=overrides, progress=False)
+    assert (tmp_path / "tower.safetensors").stat().st_mtime_ns == tower  # not pretrained again
+    assert [row["row"] for row in json.loads((tmp_path / "ablation.json").read_text())] == ["Lu", "uu"]
+    # another pretraining config: a new tower, and the earlier rows (on the old one) leave the table
+    run_ablation(tmp_path, rows=("uu",), seeds=1, overrides=[*overrides, "pretrain.steps=4"], progress=False)
+    assert (tmp_path / "tower.safetensors").stat().st_mtime_ns != tower
+    assert [row["row"] for row in json.loads((tmp_path / "ablation.json").read_text())] == ["uu"]
+
+
 def test_an_unknown_ablation_row_is_refused_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="rows must be among"):
         run_ablation(tmp_path, rows=("Lx",), overrides=TINY, progress=False)

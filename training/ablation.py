@@ -11,7 +11,10 @@ pretrained, U unlocked pretrained, u unlocked from scratch):
 
 Every row starts from the same pretrained tower (pretrained once) and differs only by its overrides; each
 runs once per seed (``seed`` sets initialisation and batch order). Overrides work as for the demo
-(``pretrain.`` ones go to tower pretraining) and win over a row's own.
+(``pretrain.`` ones go to tower pretraining) and win over a row's own. The rows are expensive (an LU run
+is about 48 minutes on 2 cores), so they can run in separate invocations into one folder: a later one
+reuses the tower when its pretraining config is the same, and its table keeps the rows earlier
+invocations ran on that tower with the same overrides.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ ABLATION_ROWS: dict[str, tuple[str, ...]] = {
     "uu": ("model.mode=uu",),
     "Lu sigmoid": ("loss.kind=sigmoid",),
 }
+TOWER_CONFIG_FILE = "tower_config.json"
 # The figures the table gives as mean ± standard deviation over seeds (those a run reports).
 FIGURES = ("heldout_top1", "seen_top1", "heldout_word_top1", "ood_top1", "train_seconds")
 
@@ -64,7 +68,7 @@ def run_ablation(
         )
     out = Path(out)
     pretrain_overrides, overrides = split_overrides(overrides)
-    pretrain_tower(demo_pretrain_config(out / TOWER_FILE, pretrain_overrides), progress=progress)
+    tower_fresh = _pretrain_once(out, pretrain_overrides, progress)
     results: dict[str, list[RunSummary]] = {}
     for row in rows:
         for seed in range(seeds):
@@ -76,19 +80,54 @@ def run_ablation(
             ]
             summary = tune_and_evaluate(demo_config(out, run), progress, f"LiT ablation: {row}, seed {seed}")
             results.setdefault(row, []).append(summary)
-    table = summarise(results)
+    table = summarise(results, overrides)
+    if not tower_fresh:  # rows an earlier invocation ran on this tower with these overrides stay in the table
+        table = _merged(_earlier_rows(out, overrides, set(results)), table)
     write_atomic(out / "ablation.json", json.dumps(table, indent=1))
     write_atomic(out / "ablation.md", ablation_markdown(table))
     plot_ablation(out / "ablation.png", table)
     return results
 
 
-def summarise(results: dict[str, list[RunSummary]]) -> list[dict]:
-    """Per row: every seed's figures and, per figure, mean and sample standard deviation (0 for one seed)."""
+def _pretrain_once(out: Path, overrides: Sequence[str], progress: bool) -> bool:
+    """Pretrain the tower into ``out`` unless the one there was pretrained with this very config (then rows
+    run in separate invocations share it); True when it was pretrained now."""
+    cfg = demo_pretrain_config(out / TOWER_FILE, overrides)
+    recorded = out / TOWER_CONFIG_FILE
+    if (out / TOWER_FILE).is_file() and recorded.is_file() and recorded.read_text() == cfg.model_dump_json():
+        return False
+    recorded.unlink(missing_ok=True)  # no record while the tower is being replaced
+    pretrain_tower(cfg, progress=progress)
+    write_atomic(recorded, cfg.model_dump_json())
+    return True
+
+
+def _earlier_rows(out: Path, overrides: Sequence[str], rerun: set[str]) -> list[dict]:
+    path = out / "ablation.json"
+    if not path.is_file():
+        return []
+    earlier = json.loads(path.read_text())
+    return [e for e in earlier if e.get("overrides") == list(overrides) and e["row"] not in rerun]
+
+
+def _merged(earlier: list[dict], table: list[dict]) -> list[dict]:
+    order = list(ABLATION_ROWS)
+    return sorted([*earlier, *table], key=lambda entry: order.index(entry["row"]))
+
+
+def summarise(results: dict[str, list[RunSummary]], overrides: Sequence[str] = ()) -> list[dict]:
+    """Per row: every seed's figures and, per figure, mean and sample standard deviation (0 for one seed);
+    ``overrides`` (the runs' own) are recorded so that a later invocation merges only comparable rows."""
     table = []
     for row, runs in results.items():
         figures = [{**_figures(r), "seed": seed} for seed, r in enumerate(runs)]
-        entry: dict = {"row": row, "mode": runs[0].mode, "feature_cache": runs[0].cache_used, "runs": figures}
+        entry: dict = {
+            "row": row,
+            "mode": runs[0].mode,
+            "feature_cache": runs[0].cache_used,
+            "overrides": list(overrides),
+            "runs": figures,
+        }
         for key in FIGURES:
             values = [f[key] for f in figures if key in f]
             if values:
