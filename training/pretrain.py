@@ -21,7 +21,7 @@ from tqdm import tqdm
 from lit_bundle import PreprocessSpec
 from lit_bundle.atomic import replacing
 from training.config import PretrainConfig
-from training.data import vocabulary
+from training.data import scenes, vocabulary
 from training.data.prerender import normalise, render_uint8
 from training.data.synthetic import SyntheticWorld
 from training.linear_probe import ProbeResult, linear_probe
@@ -51,7 +51,7 @@ def factor_classes(world: SyntheticWorld) -> dict[str, int]:
             "fill": len(vocabulary.FILLS),
             "size": len(vocabulary.SIZE_BUCKETS),
             "background": len(vocabulary.BACKGROUNDS),
-            "distractors": 4,
+            "distractors": scenes.DISTRACTOR_COUNTS,
         }
     return classes
 

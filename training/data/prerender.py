@@ -7,7 +7,9 @@ into exactly what :func:`lit_bundle.preprocess.preprocess_image` would have prod
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+from collections.abc import Iterable
 from functools import partial
 
 import numpy as np
@@ -24,13 +26,48 @@ CHUNK = 256
 
 def _render_chunk(
     world: SyntheticWorld, split: Split, spec: PreprocessSpec, bounds: tuple[int, int]
-) -> np.ndarray:
-    start, stop = bounds
-    images = []
-    for index in range(start, stop):
-        image = world.sample(split, index)[0].convert("RGB")
-        images.append(np.asarray(resize_and_crop(image, spec), dtype=np.uint8))
-    return np.stack(images)
+) -> tuple[np.ndarray, list[str]]:
+    images, captions = [], []
+    for index in range(*bounds):
+        image, caption, _ = world.sample(split, index)
+        images.append(np.asarray(resize_and_crop(image.convert("RGB"), spec), dtype=np.uint8))
+        captions.append(caption)
+    return np.stack(images), captions
+
+
+def render_with_captions(
+    world: SyntheticWorld,
+    split: Split,
+    count: int,
+    spec: PreprocessSpec,
+    workers: int = 1,
+    progress: bool = False,
+    desc: str = "rendering images",
+) -> tuple[torch.Tensor, list[str]]:
+    """Samples ``0..count-1`` of ``split`` as a ``(count, 3, size, size)`` uint8 tensor, resized and cropped
+    as ``spec`` says, and their captions; ``workers`` > 1 renders in that many processes (the result is
+    the same)."""
+    bounds = [(start, min(start + CHUNK, count)) for start in range(0, count, CHUNK)]
+    job = partial(_render_chunk, world, split, spec)
+    bar = tqdm(total=count, desc=desc, disable=not progress)
+    images: list[np.ndarray] = []
+    captions: list[str] = []
+    chunks: Iterable[tuple[np.ndarray, list[str]]]
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(bounds) > 1:
+            # spawn: the parent holds torch's thread pools, which a forked child must not inherit.
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(min(workers, len(bounds))))
+            chunks = pool.imap(job, bounds)
+        else:
+            chunks = map(job, bounds)
+        for chunk_images, chunk_captions in chunks:
+            images.append(chunk_images)
+            captions += chunk_captions
+            bar.update(len(chunk_captions))
+    bar.close()
+    if not images:
+        return torch.empty((0, 3, spec.size, spec.size), dtype=torch.uint8), []
+    return torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).contiguous(), captions
 
 
 def render_uint8(
@@ -42,26 +79,8 @@ def render_uint8(
     progress: bool = False,
     desc: str = "rendering images",
 ) -> torch.Tensor:
-    """Samples ``0..count-1`` of ``split`` as a ``(count, 3, size, size)`` uint8 tensor, resized and cropped
-    as ``spec`` says; ``workers`` > 1 renders in that many processes (the result is the same)."""
-    bounds = [(start, min(start + CHUNK, count)) for start in range(0, count, CHUNK)]
-    job = partial(_render_chunk, world, split, spec)
-    bar = tqdm(total=count, desc=desc, disable=not progress)
-    chunks: list[np.ndarray] = []
-    if workers <= 1 or len(bounds) <= 1:
-        for chunk_bounds in bounds:
-            chunks.append(job(chunk_bounds))
-            bar.update(len(chunks[-1]))
-    else:
-        # spawn: the parent holds torch's thread pools, which a forked child must not inherit.
-        with multiprocessing.get_context("spawn").Pool(min(workers, len(bounds))) as pool:
-            for chunk in pool.imap(job, bounds):
-                chunks.append(chunk)
-                bar.update(len(chunk))
-    bar.close()
-    if not chunks:
-        return torch.empty((0, 3, spec.size, spec.size), dtype=torch.uint8)
-    return torch.from_numpy(np.concatenate(chunks)).permute(0, 3, 1, 2).contiguous()
+    """:func:`render_with_captions` without the captions."""
+    return render_with_captions(world, split, count, spec, workers, progress, desc)[0]
 
 
 def normalise(pixels: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
@@ -81,8 +100,7 @@ class PrerenderedPairs(SyntheticPairs):
     ) -> None:
         super().__init__(world, split, size, PixelTransform(spec))
         self.spec = spec
-        self.pixels = render_uint8(world, split, size, spec, workers)
-        self.caption_list = world.captions(split, np.arange(size))
+        self.pixels, self.caption_list = render_with_captions(world, split, size, spec, workers)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         if not 0 <= index < self.size:

@@ -40,6 +40,7 @@ _STREAMS = {"fill": 1, "size": 2, "background": 3, "distractors": 4, "named": 5,
 # Bumped whenever version 2's plans or pixels change: feature caches of older renders then miss.
 REVISION = 2
 _DISTRACTOR_P = np.cumsum([0.45, 0.3, 0.15, 0.1])
+DISTRACTOR_COUNTS = len(_DISTRACTOR_P)  # a scene has 0 to DISTRACTOR_COUNTS - 1 distractors
 _SOLID_ONLY_MASK = np.isin(np.arange(len(SHAPES_V2)), sorted(SOLID_ONLY))
 
 
